@@ -1,0 +1,381 @@
+"""The Nested Attention weight file, and IP-Adapter Plus files as a warm start.
+
+Our format is safetensors with keys ``image_proj.<Resampler key>``, ``nested.<layer id>.to_k.weight``
+and ``nested.<layer id>.to_v.weight`` and string metadata ``format="nested_attention"``,
+``format_version="1"``, ``base_family``, ``context_dim``, ``layers`` (JSON ``[[id, width], ...]``),
+``num_tokens``, ``image_feature_dim`` and ``encoder_config`` (``EncoderConfig`` JSON).
+
+``load_weights`` returns a ``NestedAttentionWeights(encoder, base_family, source_format)``: the
+``SubjectEncoder`` (eval mode, no gradients, tensors in the file's dtype; float32 if the file mixes
+dtypes), the base family label and ``"nested_attention"`` or ``"ip_adapter_plus"``. It also reads
+IP-Adapter Plus files (``.safetensors`` with flat ``image_proj.*`` / ``ip_adapter.<n>.to_k_ip.weight``
+keys, or ``.bin``/``.pt``/``.pth`` read ONLY with ``torch.load(weights_only=True)``): IP-Adapter's
+``to_k_ip``/``to_v_ip`` become the nested projections; processor ``ip_adapter.{2k+1}`` is the k-th
+layer of ``ip_adapter_order``. The family of an IP-Adapter file comes from its number of
+cross-attention entries (16 SD1.5, 70 SDXL); its token width must then be that family's context
+width, unless it is neither 768 nor 2048 (a test-sized file), which is accepted with a warning.
+
+``base_family`` is a label here; whether weights fit a given UNet is checked where they are applied.
+Every failure to read a file is a ``WeightsFormatError`` naming the file and the fix.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .encoder import EncoderConfig, SubjectEncoder
+from .errors import NestedAttentionError, WeightsFormatError
+from .layers import (FAMILY_CONTEXT_DIM, FAMILY_LAYERS, FAMILY_NAMES, LayerSpec,
+                     family_for_context_dim, ip_adapter_order, parse_layer_id)
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+FORMAT = "nested_attention"
+FORMAT_VERSION = "1"
+TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+IP_ADAPTER_FAMILY_BY_COUNT = {16: "sd15", 70: "sdxl"}
+IP_ADAPTER_DIM_HEAD = 64
+WEIGHTS_FIX = ("give a .safetensors file written by save_weights (Train/Save Nested Attention), "
+               "or an IP-Adapter Plus .safetensors/.bin file")
+_METADATA_KEYS = ("base_family", "context_dim", "layers", "num_tokens", "image_feature_dim",
+                  "encoder_config")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class NestedAttentionWeights:
+    """A loaded subject encoder with the base family it was made for."""
+
+    encoder: SubjectEncoder
+    base_family: str  # "sd15" | "sdxl" | any label of a custom layout
+    source_format: str  # "nested_attention" | "ip_adapter_plus"
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.encoder.config
+
+    @property
+    def layers(self) -> list[LayerSpec]:
+        return self.encoder.layers
+
+    @property
+    def context_dim(self) -> int:
+        return self.encoder.config.output_dim
+
+    def describe(self) -> str:
+        family = FAMILY_NAMES.get(self.base_family, self.base_family)
+        return (f"Nested Attention weights: {family}, {len(self.layers)} layers, "
+                f"{self.config.num_tokens} subject tokens per image, context {self.context_dim}, "
+                f"image features {self.config.image_feature_dim}, from {self.source_format}")
+
+    __repr__ = describe
+
+
+# ---- saving -------------------------------------------------------------------------------------
+
+def save_weights(path: PathLike, encoder: SubjectEncoder, base_family: str) -> None:
+    """Write ``encoder`` to ``path`` in our safetensors format (atomically: temp file + rename)."""
+    if not isinstance(base_family, str) or not base_family.strip():
+        raise NestedAttentionError(f"base_family must be a non-empty label such as 'sd15', got {base_family!r}")
+    c = encoder.config
+    metadata = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "base_family": base_family,
+        "context_dim": str(c.output_dim), "layers": layers_to_json(encoder.layers),
+        "num_tokens": str(c.num_tokens), "image_feature_dim": str(c.image_feature_dim),
+        "encoder_config": c.to_json(),
+    }
+    tensors = {_file_key(k): t.detach().contiguous() for k, t in encoder.state_dict().items()}
+    write_safetensors(path, tensors, metadata)
+
+
+def write_safetensors(path: PathLike, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _file_key(module_key: str) -> str:
+    # SubjectEncoder.state_dict key -> file key
+    if module_key.startswith("resampler."):
+        return "image_proj." + module_key[len("resampler."):]
+    return "nested." + module_key[len("nested_layers."):]
+
+
+def _module_key(file_key: str) -> str:
+    if file_key.startswith("image_proj."):
+        return "resampler." + file_key[len("image_proj."):]
+    return "nested_layers." + file_key[len("nested."):]
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> NestedAttentionWeights:
+    """Read our format or an IP-Adapter Plus file; strict: any inconsistency is a WeightsFormatError."""
+    path = Path(path)
+    require_file(path, "Nested Attention weights")
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return _from_ip_adapter(path, _read_torch_ip_adapter(path), device)
+    tensors, metadata = read_safetensors(path, "Nested Attention weights", WEIGHTS_FIX)
+    fmt = metadata.get("format")
+    if fmt == FORMAT:
+        return _from_nested_attention(path, tensors, metadata, device)
+    if fmt is None and any(k.startswith("nested.") for k in tensors):
+        raise WeightsFormatError(f"{path} has Nested Attention tensors but no format metadata (it was "
+                                 "stripped, e.g. by a converter); save it again with save_weights")
+    if fmt is None and any(k.startswith(("image_proj.", "ip_adapter.")) for k in tensors):
+        return _from_ip_adapter(path, tensors, device)
+    if fmt == "nested_attention_subject":
+        raise WeightsFormatError(f"{path} is an encoded subject file, not weights; load it with "
+                                 "load_subject (the Load Subject node) instead")
+    raise WeightsFormatError(f"{path} is not a Nested Attention weights file (format metadata "
+                             f"{fmt!r}, expected {FORMAT!r}) nor an IP-Adapter Plus file; {WEIGHTS_FIX}")
+
+
+def _from_nested_attention(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str],
+                           device) -> NestedAttentionWeights:
+    check_version(path, metadata, "Nested Attention weights")
+    require_metadata(path, metadata, _METADATA_KEYS)
+    try:
+        config = EncoderConfig.from_json(metadata["encoder_config"])
+    except NestedAttentionError as err:
+        raise WeightsFormatError(f"{path}: bad encoder_config metadata: {err}; re-save the weights "
+                                 "with save_weights") from None
+    layers = layers_from_json(path, metadata["layers"])
+    for key, value in (("context_dim", config.output_dim), ("num_tokens", config.num_tokens),
+                       ("image_feature_dim", config.image_feature_dim)):
+        if metadata_int(path, metadata, key) != value:
+            raise WeightsFormatError(f"{path}: metadata {key}={metadata[key]} disagrees with "
+                                     f"encoder_config ({value}); the file was edited, re-save it with save_weights")
+    base_family = metadata["base_family"]
+    if not base_family:
+        raise WeightsFormatError(f"{path}: empty base_family metadata; re-save it with save_weights")
+    encoder = _skeleton(path, config, layers)
+    expected = {_file_key(k): tuple(t.shape) for k, t in encoder.state_dict().items()}
+    check_tensor_layout(path, expected, tensors, "the file is incomplete or was edited; re-save it "
+                        "with save_weights or download it again")
+    _load_into(encoder, {_module_key(k): t for k, t in tensors.items()}, device)
+    return NestedAttentionWeights(encoder, base_family, FORMAT)
+
+
+def _skeleton(path: Path, config: EncoderConfig, layers: list[LayerSpec]) -> SubjectEncoder:
+    """An encoder on the meta device: shapes without allocating or initialising memory."""
+    try:
+        with torch.device("meta"):
+            return SubjectEncoder(config, layers)
+    except NestedAttentionError as err:
+        raise WeightsFormatError(f"{path}: {err}") from None
+
+
+def _load_into(encoder: SubjectEncoder, state: dict[str, Tensor], device) -> None:
+    if len({t.dtype for t in state.values()}) > 1:
+        log.info("weights mix dtypes %s; loading them as float32", sorted({str(t.dtype) for t in state.values()}))
+        state = {k: t.float() for k, t in state.items()}
+    encoder.load_state_dict(state, strict=True, assign=True)
+    encoder.to(device).eval().requires_grad_(False)
+
+
+# ---- IP-Adapter Plus ----------------------------------------------------------------------------
+
+def _read_torch_ip_adapter(path: Path) -> dict[str, Tensor]:
+    """A ``{"image_proj": {...}, "ip_adapter": {...}}`` checkpoint, flattened to safetensors-style keys."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsFormatError(
+            f"{path} holds Python objects beyond plain tensors and is not loaded (only "
+            "torch.load(weights_only=True) is used, for safety); use the .safetensors version of "
+            "this IP-Adapter Plus file") from None
+    except Exception as err:  # torch raises RuntimeError, KeyError, EOFError... on bad files
+        raise WeightsFormatError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+                                 f"{str(err)[:200]}); download it again or use the .safetensors version") from None
+    if not (isinstance(ckpt, dict) and set(ckpt) == {"image_proj", "ip_adapter"}
+            and all(isinstance(part, dict) for part in ckpt.values())):
+        found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise WeightsFormatError(f"{path} is not an IP-Adapter Plus checkpoint: expected a dict with "
+                                 f"'image_proj' and 'ip_adapter', found {found}; {WEIGHTS_FIX}")
+    flat = {f"{part}.{key}": t for part, sub in ckpt.items() for key, t in sub.items()}
+    bad = sorted(k for k, t in flat.items() if not isinstance(t, Tensor))
+    if bad:
+        raise WeightsFormatError(f"{path}: entries {bad[:5]} are not tensors; {WEIGHTS_FIX}")
+    return flat
+
+
+def _from_ip_adapter(path: Path, tensors: dict[str, Tensor], device) -> NestedAttentionWeights:
+    proj = {k[len("image_proj."):]: t for k, t in tensors.items() if k.startswith("image_proj.")}
+    if "latents" not in proj:
+        if "proj.weight" in proj:
+            raise WeightsFormatError(f"{path} is a plain IP-Adapter (image_proj.proj), not IP-Adapter "
+                                     "Plus; use an IP-Adapter *Plus* file, e.g. ip-adapter-plus_sd15.safetensors")
+        raise WeightsFormatError(f"{path} has no image_proj.latents, so it is not an IP-Adapter Plus "
+                                 f"file (FaceID and other variants are not supported); {WEIGHTS_FIX}")
+    config = _infer_ip_adapter_config(path, proj)
+    numbers = {k.split(".")[1] for k in tensors if k.startswith("ip_adapter.")}
+    family = ip_adapter_family(path, len(numbers), config.output_dim)
+    ordered = ip_adapter_order(FAMILY_LAYERS[family]())
+    encoder = _skeleton(path, config, FAMILY_LAYERS[family]())
+    expected = {f"image_proj.{k}": tuple(t.shape) for k, t in encoder.resampler.state_dict().items()}
+    state = {f"resampler.{k}": t for k, t in proj.items()}
+    for k, layer in enumerate(ordered):
+        for ours, theirs in (("to_k", "to_k_ip"), ("to_v", "to_v_ip")):
+            key = f"ip_adapter.{2 * k + 1}.{theirs}.weight"
+            expected[key] = (layer.width, config.output_dim)
+            if key in tensors:
+                state[f"nested_layers.{layer.id}.{ours}.weight"] = tensors[key]
+    check_tensor_layout(path, expected, tensors, "it is not a complete IP-Adapter Plus file for "
+                        f"{FAMILY_NAMES[family]}; download it again")
+    _load_into(encoder, state, device)
+    return NestedAttentionWeights(encoder, family, "ip_adapter_plus")
+
+
+def ip_adapter_family(path: PathLike, count: int, output_dim: int) -> str:
+    """Base family of an IP-Adapter Plus file from its number of attn2 entries, checked against its width."""
+    family = IP_ADAPTER_FAMILY_BY_COUNT.get(count)
+    if family is None:
+        raise WeightsFormatError(
+            f"{path} has {count} IP-Adapter cross-attention entries; only SD1.5 (16) and SDXL (70) "
+            "IP-Adapter Plus files are known; use an IP-Adapter Plus file for SD1.5 or SDXL")
+    by_width = family_for_context_dim(output_dim)
+    if by_width in FAMILY_CONTEXT_DIM and by_width != family:
+        raise WeightsFormatError(
+            f"{path} is inconsistent: its {count} cross-attention entries say {FAMILY_NAMES[family]} "
+            f"but its token width {output_dim} says {FAMILY_NAMES[by_width]}; download it again")
+    if by_width not in FAMILY_CONTEXT_DIM:
+        log.warning("%s: token width %d is not %s's context width %d; taking %s from its %d layers",
+                    path, output_dim, FAMILY_NAMES[family], FAMILY_CONTEXT_DIM[family], family, count)
+    return family
+
+
+def _infer_ip_adapter_config(path: Path, proj: dict[str, Tensor]) -> EncoderConfig:
+    needed = ("latents", "proj_in.weight", "proj_out.weight", "layers.0.0.to_q.weight", "layers.0.1.1.weight")
+    missing = [f"image_proj.{k}" for k in needed if k not in proj]
+    if missing:
+        raise WeightsFormatError(f"{path}: incomplete IP-Adapter Plus file, missing {missing}; download it again")
+    latents = proj["latents"]
+    if latents.ndim != 3 or latents.shape[0] != 1:
+        raise WeightsFormatError(f"{path}: image_proj.latents has shape {tuple(latents.shape)}, expected "
+                                 "[1, tokens, width]; download the IP-Adapter Plus file again")
+    width = latents.shape[2]
+    inner = proj["layers.0.0.to_q.weight"].shape[0]
+    ff_inner = proj["layers.0.1.1.weight"].shape[0]
+    if inner % IP_ADAPTER_DIM_HEAD or ff_inner % width:
+        raise WeightsFormatError(f"{path}: resampler widths (attention {inner}, feed-forward {ff_inner}) "
+                                 f"are not multiples of {IP_ADAPTER_DIM_HEAD} and {width}; not an IP-Adapter Plus file")
+    try:
+        return EncoderConfig(
+            num_tokens=latents.shape[1], width=width,
+            depth=len({k.split(".")[1] for k in proj if k.startswith("layers.")}),
+            heads=inner // IP_ADAPTER_DIM_HEAD, dim_head=IP_ADAPTER_DIM_HEAD, ff_mult=ff_inner // width,
+            image_feature_dim=proj["proj_in.weight"].shape[1], output_dim=proj["proj_out.weight"].shape[0])
+    except NestedAttentionError as err:
+        raise WeightsFormatError(f"{path}: {err}; not a usable IP-Adapter Plus file") from None
+
+
+# ---- file helpers, shared with subject.py -------------------------------------------------------
+
+def require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise WeightsFormatError(f"{what} file not found: {path}; check the file name and folder")
+    if not path.is_file():
+        raise WeightsFormatError(f"{what} path {path} is not a file; give the path of the file itself")
+
+
+def read_safetensors(path: PathLike, what: str, fix: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, or a WeightsFormatError saying why not."""
+    path = Path(path)
+    require_file(path, what)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise WeightsFormatError(_unreadable(path, what, fix, err)) from None
+    return tensors, metadata
+
+
+def _unreadable(path: Path, what: str, fix: str, err: Exception) -> str:
+    if isinstance(err, OSError):
+        return f"{path} cannot be read ({err}); check that the file is readable"
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:2] == b"PK":
+        return (f"{path} is a zip/PyTorch checkpoint, not a safetensors file; an IP-Adapter Plus "
+                f"checkpoint must be named .bin/.pt/.pth to be read with torch.load(weights_only=True); {fix}")
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+        return (f"{path} is a truncated or corrupt safetensors file ({err}); the download or save "
+                f"was cut short: download or save it again")
+    return f"{path} is not a safetensors {what} file ({err}); {fix}"
+
+
+def check_version(path: Path, metadata: dict[str, str], what: str) -> None:
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsFormatError(
+            f"{path}: {what} format_version {version!r} is not supported (this version reads "
+            f"{FORMAT_VERSION!r}); update the Nested Attention node pack, or re-save the file with it")
+
+
+def require_metadata(path: Path, metadata: dict[str, str], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in metadata]
+    if missing:
+        raise WeightsFormatError(f"{path}: metadata {missing} missing; the file was not written by this "
+                                 "node pack or was edited: save it again")
+
+
+def metadata_int(path: Path, metadata: dict[str, str], key: str) -> int:
+    try:
+        return int(metadata[key])
+    except ValueError:
+        raise WeightsFormatError(f"{path}: metadata {key}={metadata[key]!r} is not an integer; "
+                                 "the file was edited: save it again") from None
+
+
+def layers_to_json(layers: list[LayerSpec]) -> str:
+    return json.dumps([[layer.id, layer.width] for layer in layers])
+
+
+def layers_from_json(path: Path, text: str) -> list[LayerSpec]:
+    try:
+        return [parse_layer_id(layer_id, width) for layer_id, width in json.loads(text)]
+    except (ValueError, TypeError) as err:
+        raise WeightsFormatError(f"{path}: metadata layers {text[:100]!r} is not a JSON list of "
+                                 f"[id, width] ({err}); the file was edited: save it again") from None
+
+
+def check_tensor_layout(path: Path, expected: dict[str, tuple[int, ...]], tensors: dict[str, Tensor],
+                        fix: str) -> None:
+    """Exactly the expected keys, each with its expected shape and a floating dtype."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors {_few(unexpected)}")
+    for key in sorted(set(expected) & set(tensors)):
+        t = tensors[key]
+        if tuple(t.shape) != tuple(expected[key]):
+            problems.append(f"tensor {key} has shape {list(t.shape)}, expected {list(expected[key])}")
+        elif not t.is_floating_point():
+            problems.append(f"tensor {key} has dtype {t.dtype}, expected a floating dtype")
+    if problems:
+        raise WeightsFormatError(f"{path}: {'; '.join(_few(problems, 3))}; {fix}")
+
+
+def _few(items: list, n: int = 4) -> list:
+    return items if len(items) <= n else items[:n] + [f"... {len(items) - n} more"]

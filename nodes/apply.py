@@ -1,0 +1,39 @@
+"""ApplyNestedAttention: patch the model's cross-attention with one subject; chain one per subject."""
+from comfy_api.latest import io
+
+from .host_adapter import apply_subject
+from .types import CATEGORY, NestedSubject
+
+
+class ApplyNestedAttention(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ApplyNestedAttention",
+            display_name="Apply Nested Attention",
+            category=CATEGORY,
+            description="Gives the subject's word in the positive prompt a per-pixel value taken from the "
+                        "reference images (nested attention). Chain one node per subject.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.5 or SDXL family)."),
+                NestedSubject.Input("subject", tooltip="A subject from 'Nested Attention Subject' or "
+                                                       "'Nested Attention Load Subject'."),
+                io.Float.Input("weight", default=1.0, min=0.0, max=5.0, step=0.05,
+                               tooltip="Strength lambda: scales the subject word's share of the cross-attention. "
+                                       "1.0 is the paper's method; lower keeps more of the prompt, higher more "
+                                       "of the subject."),
+                io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the sampling schedule at which the subject starts acting."),
+                io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the sampling schedule at which the subject stops acting."),
+                io.Mask.Input("attn_mask", optional=True,
+                              tooltip="Optional region of the image where the subject acts (white = subject). "
+                                      "Any size: it is resized to each layer's grid."),
+            ],
+            outputs=[io.Model.Output(tooltip="The patched model; the input model is left unchanged.")],
+        )
+
+    @classmethod
+    def execute(cls, model, subject, weight, start_at, end_at, attn_mask=None) -> io.NodeOutput:
+        region = None if attn_mask is None else (attn_mask[None] if attn_mask.ndim == 2 else attn_mask)
+        return io.NodeOutput(apply_subject(model, subject, weight, start_at, end_at, region))

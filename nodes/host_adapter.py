@@ -1,0 +1,275 @@
+"""The one place that knows ComfyUI's ModelPatcher: layer discovery and the attn2 hooks.
+
+How a subject reaches the attention at sampling time, without breaking the cond/uncond batch:
+- NestedAttentionTextEncode puts the prompt's words and positions (``PromptWords``) under
+  ``PROMPT_KEY`` in each conditioning dict; the host keeps such keys and gives each cond a uuid.
+- A CALC_COND_BATCH wrapper maps uuid -> PromptWords for the step, checks that every subject word is
+  in a positive prompt, and passes this ``StepPrompts`` on in the transformer options.
+- One attn2 replace per layer (``NestedAttentionPatch``) computes the layer's plain attention (the
+  host's, or the patch another pack installed before us, which it wraps and calls) and adds the
+  nested-value correction on the positive rows whose prompt holds the subject word.
+Applying clones the ModelPatcher and installs new patch objects: nothing an upstream clone shares is
+mutated. Chained subjects merge into one patch per layer, so the outer softmax is computed once.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from nested_attention_core import SubjectAttention, add_nested_values
+from nested_attention_core.errors import ModelMismatchError, SubjectWordError
+from nested_attention_core.layers import FAMILY_NAMES, LayerSpec, family_for_context_dim, parse_layer_id
+from nested_attention_core.prompt import PromptWords
+
+PROMPT_KEY = "nested_attention_prompt"  # conditioning dict: PromptWords of the encoded prompt
+STEP_KEY = "nested_attention_step"  # transformer options: StepPrompts of the current step
+WORDS_KEY = "nested_attention_words"  # transformer options: the words of the subjects applied so far
+WRAPPER_KEY = "nested_attention"
+POSITIVE = 0  # cond_or_uncond value of positive-prompt chunks
+
+log = logging.getLogger(__name__)
+
+
+def attn2_layers(diffusion_model: torch.nn.Module) -> list[LayerSpec]:
+    """Every cross-attention layer of a ComfyUI UNet, in input, middle, output order."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    groups = [("input", list(diffusion_model.input_blocks))]
+    if getattr(diffusion_model, "middle_block", None) is not None:
+        groups.append(("middle", [diffusion_model.middle_block]))
+    groups.append(("output", list(diffusion_model.output_blocks)))
+    layers = []
+    for block, modules in groups:
+        for block_id, module in enumerate(modules):
+            for sub in module:
+                if not isinstance(sub, SpatialTransformer):
+                    continue
+                for depth, tblock in enumerate(sub.transformer_blocks):
+                    if getattr(tblock, "attn2", None) is not None:
+                        layers.append(LayerSpec(block, block_id, depth, tblock.attn2.to_q.out_features))
+    return layers
+
+
+def model_layers(model) -> list[LayerSpec]:
+    return attn2_layers(model.get_model_object("diffusion_model"))
+
+
+def model_context_dim(model) -> int:
+    return int(model.model.model_config.unet_config.get("context_dim") or 0)
+
+
+def describe_layout(family: str, context_dim: int, n_layers: int) -> str:
+    return f"{FAMILY_NAMES.get(family, family)} ({n_layers} cross-attention layers, context width {context_dim})"
+
+
+def check_fits_model(model, family: str, context_dim: int, layers: list[LayerSpec], what: str) -> None:
+    """Raise ModelMismatchError unless ``layers`` are exactly the model's attn2 layers."""
+    model_dim, theirs = model_context_dim(model), model_layers(model)
+    if context_dim != model_dim or sorted(layers) != sorted(theirs):
+        raise ModelMismatchError(
+            f"{what} was made for {describe_layout(family, context_dim, len(layers))}, but the model is "
+            f"{describe_layout(family_for_context_dim(model_dim), model_dim, len(theirs))}: "
+            f"load Nested Attention weights made for this model's base family")
+
+
+@dataclass(frozen=True, eq=False)
+class SubjectBinding:
+    """One applied subject: its nested keys/values, word, strength and when/where it acts."""
+
+    subject: object  # nested_attention_core.subject.NestedSubject
+    strength: float
+    sigma_start: float  # active while sigma_end <= sigma <= sigma_start
+    sigma_end: float
+    region: torch.Tensor | None = None  # [1 or latent batch, H, W] in [0, 1]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @property
+    def word(self) -> str:
+        return self.subject.word
+
+    def active(self, sigma: float) -> bool:
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def nested_kv(self, layer_id: str, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nested keys/values [1, m, width] of one layer on the attention's device and dtype."""
+        key = ("kv", layer_id, device, dtype)
+        if key not in self._cache:
+            keys, values = self.subject.nested[layer_id]
+            self._cache[key] = tuple(t.to(device=device, dtype=dtype)[None] for t in (keys, values))
+        return self._cache[key]
+
+    def query_mask(self, grid: tuple[int, int], rows: int, device) -> torch.Tensor | None:
+        """The region mask resized to a layer's token grid: [rows, h*w], row r -> latent r % batch."""
+        if self.region is None:
+            return None
+        key = ("mask", grid, rows, device)
+        if key not in self._cache:
+            small = F.interpolate(self.region[:, None].float(), size=grid, mode="bilinear", align_corners=False)
+            small = small.flatten(1).clamp(0, 1)
+            self._cache[key] = small[torch.arange(rows) % small.shape[0]].to(device)
+        return self._cache[key]
+
+
+@dataclass
+class StepPrompts:
+    """Per sampling step: which prompt each cond uuid carries, the current sigma, and a mask cache."""
+
+    prompts: dict
+    sigma: float
+    _masks: dict = field(default_factory=dict)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def token_mask(self, word: str, uuids, cond_or_uncond, rows: int, length: int, device) -> torch.Tensor | None:
+        """Bool [rows, length]: the word's positions in each positive row; None if in no row."""
+        key = (word, tuple(uuids), tuple(cond_or_uncond), rows, length, device)
+        if key not in self._masks:
+            mask = torch.zeros(rows, length, dtype=torch.bool)
+            per_chunk = rows // len(cond_or_uncond)
+            for chunk, (uuid, kind) in enumerate(zip(uuids, cond_or_uncond)):
+                prompt = self.prompts.get(uuid)
+                if kind == POSITIVE and prompt is not None:
+                    mask[chunk * per_chunk:(chunk + 1) * per_chunk] = prompt.token_mask(word, length)
+            self._masks[key] = mask.to(device) if mask.any() else None
+        return self._masks[key]
+
+
+def host_attention(q, k, v, extra):
+    """The host's own attention, called exactly as an unpatched attn2 layer calls it."""
+    from comfy.ldm.modules import attention
+
+    return attention.optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"),
+                                         transformer_options=extra)
+
+
+class NestedAttentionPatch:
+    """attn2 replace of one layer: the layer's plain attention plus the nested-value correction."""
+
+    def __init__(self, layer_id: str, bindings: tuple[SubjectBinding, ...], previous=None):
+        self.layer_id = layer_id
+        self.bindings = bindings
+        self.previous = previous  # an attn2 replace installed before ours (another pack): wrapped
+
+    def __deepcopy__(self, memo):
+        return self  # immutable; ModelPatcher.clone deep-copies model options
+
+    def with_binding(self, binding: SubjectBinding) -> "NestedAttentionPatch":
+        return NestedAttentionPatch(self.layer_id, self.bindings + (binding,), self.previous)
+
+    def __call__(self, q, k, v, extra):
+        base = self.previous(q, k, v, extra) if self.previous is not None else host_attention(q, k, v, extra)
+        step = extra.get(STEP_KEY)
+        if step is None:
+            return base
+        subjects = []
+        for binding in self.bindings:
+            if not binding.active(step.sigma):
+                continue
+            token_mask = step.token_mask(binding.word, extra["uuids"], extra["cond_or_uncond"], q.shape[0],
+                                         k.shape[1], q.device)
+            if token_mask is None:
+                continue
+            nested_keys, nested_values = binding.nested_kv(self.layer_id, q.device, q.dtype)
+            query_mask = binding.query_mask(_token_grid(extra, q.shape[1]), q.shape[0], q.device)
+            subjects.append(SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask))
+        if not subjects:
+            return base
+        return add_nested_values(base, q, k, v, extra["n_heads"], subjects)
+
+
+def _token_grid(extra, n_queries: int) -> tuple[int, int]:
+    """(h, w) of the layer's image tokens, from the activation shape the host reports."""
+    shape = extra.get("activations_shape")
+    if shape is not None and shape[-2] * shape[-1] == n_queries:
+        return int(shape[-2]), int(shape[-1])
+    height, width = extra["original_shape"][-2:]
+    factor = math.sqrt(height * width / n_queries)
+    return math.ceil(height / factor), math.ceil(width / factor)
+
+
+def _step_wrapper(executor, model, conds, x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper: hands the step's prompts to the patches, checks subject words."""
+    words = model_options.get("transformer_options", {}).get(WORDS_KEY)
+    if not words:
+        return executor(model, conds, x_in, timestep, model_options)
+    prompts = {c["uuid"]: c[PROMPT_KEY] for cs in conds if cs for c in cs if PROMPT_KEY in c}
+    check_subject_words(words, conds[0] or [])
+    options = dict(model_options)
+    options["transformer_options"] = dict(model_options.get("transformer_options", {}))
+    options["transformer_options"][STEP_KEY] = StepPrompts(prompts, float(timestep.max()))
+    return executor(model, conds, x_in, timestep, options)
+
+
+def check_subject_words(words: list[str], positive_conds: list[dict]) -> None:
+    """Every subject word must be in some positive prompt, else a SubjectWordError naming both."""
+    prompts = [c[PROMPT_KEY] for c in positive_conds if PROMPT_KEY in c]
+    for word in words:
+        if not prompts:
+            raise SubjectWordError(
+                f"subject word {word!r}: the positive prompt carries no word positions. Encode the positive "
+                f"prompt with 'Nested Attention Text Encode' (NestedAttentionTextEncode) instead of CLIPTextEncode")
+        if not any(p.positions(word) for p in prompts):
+            shown = " | ".join(p.text() for p in prompts)
+            raise SubjectWordError(
+                f"subject word {word!r} is not in the positive prompt (its words: {shown!r}). "
+                f"Put the word in the prompt, or set the subject's word to one of the prompt's words")
+
+
+def apply_subject(model, subject, strength: float, start_at: float, end_at: float, region=None):
+    """A clone of ``model`` whose cross-attention gives ``subject`` nested values. Chains."""
+    check_fits_model(model, subject.base_family, subject.context_dim, subject_layers(subject),
+                     f"subject {subject.word!r}")
+    sampling = model.get_model_object("model_sampling")
+    binding = SubjectBinding(subject, float(strength), float(sampling.percent_to_sigma(start_at)),
+                             float(sampling.percent_to_sigma(end_at)), region)
+    patched = model.clone()
+    options = patched.model_options["transformer_options"]
+    if binding.word in options.get(WORDS_KEY, ()):
+        raise SubjectWordError(
+            f"subject word {binding.word!r} is already bound by an earlier ApplyNestedAttention on this model: "
+            f"give each subject its own word (e.g. 'man' and 'woman'), or apply only one")
+    options[WORDS_KEY] = tuple(options.get(WORDS_KEY, ())) + (binding.word,)
+    replaces = options.get("patches_replace", {}).get("attn2", {})
+    for layer in model_layers(model):
+        current = replaces.get(layer.key, replaces.get(layer.key[:2]))
+        if isinstance(current, NestedAttentionPatch):
+            patch = current.with_binding(binding)
+        else:
+            patch = NestedAttentionPatch(layer.id, (binding,), previous=current)
+        patched.set_model_attn2_replace(patch, *layer.key)
+    _ensure_step_wrapper(patched)
+    return patched
+
+
+def _ensure_step_wrapper(model) -> None:
+    from comfy.patcher_extension import WrappersMP
+
+    if not model.get_wrappers(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY):
+        model.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _step_wrapper)
+
+
+def subject_layers(subject) -> list[LayerSpec]:
+    return [parse_layer_id(layer_id, keys.shape[-1]) for layer_id, (keys, _values) in subject.nested.items()]
+
+
+def prompt_words(clip, text: str) -> tuple[dict, PromptWords]:
+    """Tokenize ``text`` with the host CLIP; return the host tokens and the prompt's words/positions."""
+    tokens = clip.tokenize(text, return_word_ids=True)
+    name = "l" if "l" in tokens else next(iter(tokens))
+    hf_tokenizer = getattr(clip.tokenizer, f"clip_{name}").tokenizer
+    chunks = tokens[name]
+    pairs = [(c * len(chunk) + i, hf_tokenizer.convert_ids_to_tokens(int(token[0])))
+             for c, chunk in enumerate(chunks) for i, token in enumerate(chunk)
+             if token[2] > 0 and isinstance(token[0], int)]  # word id 0: BOS, EOS, padding
+    words = PromptWords.from_bpe(pairs, sum(len(chunk) for chunk in chunks),
+                                 decode=lambda bpe: hf_tokenizer.convert_tokens_to_string([bpe]).strip())
+    stripped = {k: [[t[:2] for t in chunk] for chunk in v] for k, v in tokens.items()}
+    return stripped, words

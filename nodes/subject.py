@@ -1,0 +1,55 @@
+"""NestedAttentionSubject: reference images -> subject tokens -> every layer's nested keys/values."""
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from nested_attention_core.errors import ModelMismatchError
+from nested_attention_core.reference import prepare_reference_images
+from nested_attention_core.subject import encode_subject
+
+from .types import CATEGORY, NestedAttentionWeights, NestedSubject
+
+
+class NestedAttentionSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NestedAttentionSubject",
+            display_name="Nested Attention Subject",
+            category=CATEGORY,
+            description="Encodes reference images of one subject (a person, a pet) into nested keys and values "
+                        "for every cross-attention layer, once, before sampling.",
+            inputs=[
+                NestedAttentionWeights.Input("nested_attention", tooltip="From 'Nested Attention Loader'."),
+                io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the weights were trained with "
+                                                           "(ViT-H for IP-Adapter Plus based weights)."),
+                io.Image.Input("image", tooltip="One or more reference images of the same subject; the tokens of "
+                                                "all images are used together."),
+                io.String.Input("word", default="person",
+                                tooltip="The word of the prompt that names this subject, e.g. 'person', 'man', "
+                                        "'dog'. Only this word's value changes in the cross-attention."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional subject mask of the reference image(s): the background is "
+                                      "blanked to white before encoding. Resized to the image if needed."),
+            ],
+            outputs=[NestedSubject.Output(display_name="subject",
+                                          tooltip="The encoded subject, for 'Apply Nested Attention'.")],
+        )
+
+    @classmethod
+    def execute(cls, nested_attention, clip_vision, image, word, mask=None) -> io.NodeOutput:
+        images = prepare_reference_images(image, mask)
+        features = clip_vision.encode_image(images, crop=True)["penultimate_hidden_states"]
+        expected = nested_attention.config.image_feature_dim
+        if features.shape[-1] != expected:
+            raise ModelMismatchError(
+                f"clip_vision gives {features.shape[-1]}-wide image features, but the Nested Attention weights "
+                f"expect {expected}: load the CLIP vision model the weights were trained with")
+        encoder = nested_attention.encoder
+        progress = comfy.utils.ProgressBar(len(nested_attention.layers))
+        with torch.inference_mode():
+            subject = encode_subject(encoder, features.to(comfy.model_management.intermediate_device()),
+                                     word, nested_attention.base_family,
+                                     progress=lambda done, total: progress.update_absolute(done, total))
+        return io.NodeOutput(subject)

@@ -1,0 +1,55 @@
+"""Save an encoded subject to models/nested_attention_subjects, and load it back."""
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from nested_attention_core.subject import load_subject, save_subject
+
+from .types import CATEGORY, SUBJECTS_FOLDER, NestedSubject
+
+
+class NestedAttentionSaveSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NestedAttentionSaveSubject",
+            display_name="Nested Attention Save Subject",
+            category=CATEGORY,
+            description="Saves an encoded subject (its word, tokens and nested keys/values) as .safetensors in "
+                        "models/nested_attention_subjects, for reuse without the reference images.",
+            inputs=[
+                NestedSubject.Input("subject", tooltip="From 'Nested Attention Subject'."),
+                io.String.Input("filename_prefix", default="subject",
+                                tooltip="File name prefix; a counter is appended, nothing is overwritten."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, subject, filename_prefix) -> io.NodeOutput:
+        folder = folder_paths.get_folder_paths(SUBJECTS_FOLDER)[0]
+        full_folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder)
+        os.makedirs(full_folder, exist_ok=True)
+        path = os.path.join(full_folder, f"{name}_{counter:05}_.safetensors")
+        save_subject(path, subject)
+        return io.NodeOutput(ui={"text": [os.path.relpath(path, folder)]})
+
+
+class NestedAttentionLoadSubject(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NestedAttentionLoadSubject",
+            display_name="Nested Attention Load Subject",
+            category=CATEGORY,
+            description="Loads a subject saved by 'Nested Attention Save Subject'.",
+            inputs=[io.Combo.Input("subject_file", options=folder_paths.get_filename_list(SUBJECTS_FOLDER),
+                                   tooltip="A file in models/nested_attention_subjects.")],
+            outputs=[NestedSubject.Output(display_name="subject", tooltip="The subject, for 'Apply Nested Attention'.")],
+        )
+
+    @classmethod
+    def execute(cls, subject_file) -> io.NodeOutput:
+        return io.NodeOutput(load_subject(folder_paths.get_full_path_or_raise(SUBJECTS_FOLDER, subject_file)))

@@ -1,0 +1,26 @@
+"""Socket types, category and model folders shared by the nodes."""
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+CATEGORY = "nested_attention"
+WEIGHTS_FOLDER = "nested_attention"  # models/nested_attention: our weight files
+IPADAPTER_FOLDER = "ipadapter"  # models/ipadapter: IP-Adapter Plus files (also used by other packs)
+SUBJECTS_FOLDER = "nested_attention_subjects"  # models/nested_attention_subjects: saved subjects
+
+NestedAttentionWeights = io.Custom("NESTED_ATTENTION")
+NestedSubject = io.Custom("NESTED_SUBJECT")
+
+
+def register_model_folders() -> None:
+    """Register our model folders with the host unless another pack (or the user's
+    extra_model_paths.yaml) already did; then only make sure the default folder is listed."""
+    for name, extensions in ((WEIGHTS_FOLDER, {".safetensors"}),
+                             (IPADAPTER_FOLDER, set(folder_paths.supported_pt_extensions)),
+                             (SUBJECTS_FOLDER, {".safetensors"})):
+        path = os.path.join(folder_paths.models_dir, name)
+        if name in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(name, path)
+        else:
+            folder_paths.folder_names_and_paths[name] = ([path], extensions)

@@ -1,0 +1,198 @@
+"""Nested attention applied to real ComfyUI models, sampled with the real KSampler, in-process."""
+import pytest
+import torch
+
+from nested_attention_core import SubjectWordError
+from nested_attention_core.layers import family_for_context_dim
+from nested_attention_core.subject import NestedSubject
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def host(pack):
+    import comfy.ldm.modules.attention as attention
+    import nodes
+
+    return pack.nodes.host_adapter, nodes, attention
+
+
+@pytest.fixture(scope="module", params=["sd15", "sdxl"])
+def loaded(request, tiny_models):
+    import comfy.sd
+
+    path = tiny_models[request.param]
+    model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=True)
+    return request.param, model, clip
+
+
+def random_subject(adapter, model, word, seed=0, tokens=4, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    nested = {layer.id: (torch.randn(tokens, layer.width, generator=g) * scale,
+                         torch.randn(tokens, layer.width, generator=g) * scale)
+              for layer in adapter.model_layers(model)}
+    dim = adapter.model_context_dim(model)
+    return NestedSubject(word=word, tokens=torch.randn(tokens, dim, generator=g), nested=nested,
+                         base_family=family_for_context_dim(dim), context_dim=dim)
+
+
+def encode(pack, clip, text):
+    return pack.nodes.text_encode.NestedAttentionTextEncode.execute(clip, text).args[0]
+
+
+def sample(nodes, model, positive, negative, cfg=5.0, batch=1, seed=7):
+    latent = {"samples": torch.zeros(batch, 4, 8, 8)}
+    return nodes.common_ksampler(model, seed, STEPS, cfg, "euler", "normal", positive, negative, latent)[0]["samples"]
+
+
+class Recorder:
+    """attn2 replace installed on top of ours: records each call's rows and the host's plain output."""
+
+    def __init__(self, inner, attention, calls):
+        self.inner, self.attention, self.calls = inner, attention, calls
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra):
+        out = self.inner(q, k, v, extra)
+        plain = self.attention.optimized_attention(q, k, v, extra["n_heads"])
+        self.calls.append((list(extra["cond_or_uncond"]), out, plain, k.shape[1]))
+        return out
+
+
+def record(adapter, model, attention):
+    calls, spied = [], model.clone()
+    replaces = spied.model_options["transformer_options"]["patches_replace"]["attn2"]
+    for layer in adapter.model_layers(model):
+        spied.set_model_attn2_replace(Recorder(replaces[layer.key], attention, calls), *layer.key)
+    return spied, calls
+
+
+def test_subject_changes_the_image_and_leaves_the_upstream_model_alone(pack, host, loaded):
+    adapter, nodes, _ = host
+    _, model, clip = loaded
+    before = {k: dict(v) if isinstance(v, dict) else v
+              for k, v in model.model_options["transformer_options"].get("patches_replace", {}).items()}
+    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
+    assert model.model_options["transformer_options"].get("patches_replace", {}) == before
+    assert not model.get_wrappers("calc_cond_batch", adapter.WRAPPER_KEY)
+    plain, nested = sample(nodes, model, positive, negative), sample(nodes, patched, positive, negative)
+    assert (plain - nested).abs().max() > 1e-3
+    assert torch.equal(plain, sample(nodes, model, positive, negative))  # the upstream model still samples plain
+
+
+def test_window_excluding_every_step_is_bit_equal(pack, host, loaded):
+    adapter, nodes, _ = host
+    _, model, clip = loaded
+    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    idle = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 1.0, 1.0)
+    assert torch.equal(sample(nodes, model, positive, negative), sample(nodes, idle, positive, negative))
+
+
+def test_only_positive_rows_with_the_word_change(pack, host, loaded):
+    adapter, nodes, attention = host
+    _, model, clip = loaded
+    positive = encode(pack, clip, "a person and a dog")
+    negative = encode(pack, clip, "an ugly person")  # the word in the negative prompt must not matter
+    patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
+    spied, calls = record(adapter, patched, attention)
+    sample(nodes, spied, positive, negative, batch=3)
+    assert calls and all(sorted(c[0]) == [0, 1] for c in calls)  # one batched call per layer: cond + uncond
+    changed = 0
+    for cond_or_uncond, out, plain, _ in calls:
+        rows = out.shape[0] // len(cond_or_uncond)
+        for chunk, kind in enumerate(cond_or_uncond):
+            part = slice(chunk * rows, (chunk + 1) * rows)
+            if kind == 1:
+                assert torch.equal(out[part], plain[part])
+            else:
+                changed += int(not torch.equal(out[part], plain[part]))
+    assert changed == len(calls)
+
+
+def test_two_chained_subjects(pack, host, loaded):
+    adapter, nodes, _ = host
+    _, model, clip = loaded
+    positive, negative = encode(pack, clip, "a person with a dog"), encode(pack, clip, "blurry")
+    person = adapter.apply_subject(model, random_subject(adapter, model, "person", seed=1), 1.0, 0.0, 1.0)
+    both = adapter.apply_subject(person, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
+    dog = adapter.apply_subject(model, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
+    layer = adapter.model_layers(model)[0].key
+    assert [b.word for b in person.model_options["transformer_options"]["patches_replace"]["attn2"][layer].bindings] == ["person"]
+    assert [b.word for b in both.model_options["transformer_options"]["patches_replace"]["attn2"][layer].bindings] == ["person", "dog"]
+    results = [sample(nodes, m, positive, negative) for m in (person, dog, both)]
+    assert (results[2] - results[0]).abs().max() > 1e-3 and (results[2] - results[1]).abs().max() > 1e-3
+    with pytest.raises(SubjectWordError, match="'dog' is already bound"):
+        adapter.apply_subject(both, random_subject(adapter, model, "dog", seed=3), 1.0, 0.0, 1.0)
+
+
+def test_foreign_attn2_replace_keeps_working_alongside(pack, host, loaded):
+    adapter, nodes, attention = host
+    _, model, clip = loaded
+    term = 0.125
+    calls = []
+
+    class Foreign:  # another pack's attn2 replace: the plain attention plus a known term
+        def __call__(self, q, k, v, extra):
+            calls.append(1)
+            return attention.optimized_attention(q, k, v, extra["n_heads"]) + term
+
+    layers = adapter.model_layers(model)
+    foreign_model = model.clone()
+    for i, layer in enumerate(layers):  # both key forms the host looks up: (block, id, depth) and (block, id)
+        key = layer.key if i % 2 else layer.key[:2]
+        foreign_model.set_model_attn2_replace(Foreign(), *key)
+    subject = random_subject(adapter, model, "person")
+    both = adapter.apply_subject(foreign_model, subject, 1.0, 0.0, 1.0)
+    ours = adapter.apply_subject(model, subject, 1.0, 0.0, 1.0)
+    patch_both = both.model_options["transformer_options"]["patches_replace"]["attn2"][layers[0].key]
+    patch_ours = ours.model_options["transformer_options"]["patches_replace"]["attn2"][layers[0].key]
+    assert isinstance(patch_both.previous, Foreign)
+
+    # layer level: ours + foreign == foreign + (ours - plain), exactly up to float rounding
+    g = torch.Generator().manual_seed(0)
+    width, heads = layers[0].width, 2
+    q, k, v = torch.randn(2, 16, width, generator=g), torch.randn(2, 77, width, generator=g), torch.randn(2, 77, width, generator=g)
+    prompt = encode(pack, clip, "a person")[0][1][adapter.PROMPT_KEY]
+    extra = {"n_heads": heads, "cond_or_uncond": [0, 1], "uuids": ["p", "n"], "original_shape": [2, 4, 4, 4],
+             adapter.STEP_KEY: adapter.StepPrompts({"p": prompt, "n": prompt}, sigma=1.0)}
+    plain = attention.optimized_attention(q, k, v, heads)
+    expected = plain + term + (patch_ours(q, k, v, extra) - plain)
+    torch.testing.assert_close(patch_both(q, k, v, extra), expected, atol=1e-6, rtol=0)
+
+    calls.clear()
+    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    sample(nodes, both, positive, negative)
+    assert len(calls) == len(layers) * STEPS
+
+
+def test_long_prompts_cfg1_and_uneven_lengths(pack, host, loaded):
+    adapter, nodes, attention = host
+    _, model, clip = loaded
+    filler = ", ".join(["a very detailed photograph"] * 20)
+    long_positive = encode(pack, clip, filler + ", a person")  # > 77 tokens, the word in the second chunk
+    prompt = long_positive[0][1][adapter.PROMPT_KEY]
+    assert prompt.length == 154 and min(prompt.positions("person")) >= 77
+    negative = encode(pack, clip, "blurry")  # 77 tokens next to a 154-token positive
+    patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
+    spied, calls = record(adapter, patched, attention)
+    nested = sample(nodes, spied, long_positive, negative)
+    assert {c[3] for c in calls} == {154}
+    assert (nested - sample(nodes, model, long_positive, negative)).abs().max() > 1e-3
+    cfg1 = sample(nodes, patched, long_positive, negative, cfg=1.0)  # no uncond rows at all
+    assert (cfg1 - sample(nodes, model, long_positive, negative, cfg=1.0)).abs().max() > 1e-3
+
+
+def test_word_missing_from_positive_prompt_is_a_clear_error(pack, host, loaded):
+    adapter, nodes, _ = host
+    _, model, clip = loaded
+    patched = adapter.apply_subject(model, random_subject(adapter, model, "corgi"), 1.0, 0.0, 1.0)
+    with pytest.raises(SubjectWordError, match=r"'corgi' is not in the positive prompt.*a photo of a dog"):
+        sample(nodes, patched, encode(pack, clip, "a photo of a dog"), encode(pack, clip, "corgi"))
+    import nodes as host_nodes
+
+    plain_positive = host_nodes.CLIPTextEncode().encode(clip, "a photo of a corgi")[0]
+    with pytest.raises(SubjectWordError, match="NestedAttentionTextEncode"):
+        sample(nodes, patched, plain_positive, encode(pack, clip, "blurry"))
