@@ -123,3 +123,24 @@ def test_gradients_reach_nested_keys_values_and_queries():
     q.requires_grad_()
     nested_attention(q, k, v, 2, [SubjectAttention(nk, nv, s.token_mask)]).square().sum().backward()
     assert nk.grad.abs().sum() > 0 and nv.grad.abs().sum() > 0 and q.grad.abs().sum() > 0
+
+
+def test_gradients_flow_from_the_attention_output_to_encoder_and_projections():
+    """Training path: image features -> encoder -> nested K/V -> nested attention -> loss."""
+    from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+    from nested_attention_core.layers import LayerSpec
+
+    torch.manual_seed(0)
+    layers = [LayerSpec("input", 1, 0, 8), LayerSpec("output", 2, 0, 8)]
+    config = EncoderConfig(num_tokens=3, width=16, depth=1, heads=2, dim_head=8, image_feature_dim=12, output_dim=10)
+    encoder = SubjectEncoder(config, layers)
+    tokens = encoder.encode(torch.randn(1, 5, 12))[0]
+    q, k, v, g = make_inputs(11)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[0, 4] = True
+    loss = 0
+    for layer_id, (nested_k, nested_v) in encoder.nested_keys_values(tokens).items():
+        loss = loss + nested_attention(q, k, v, 2, [SubjectAttention(nested_k[None], nested_v[None], mask)]).square().sum()
+    loss.backward()
+    for name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
