@@ -153,7 +153,7 @@ def host_attention(q, k, v, extra):
 class NestedAttentionPatch:
     """attn2 replace of one layer: the layer's plain attention plus the nested-value correction."""
 
-    def __init__(self, layer_id: str, bindings: tuple[SubjectBinding, ...], previous=None):
+    def __init__(self, layer_id: str, bindings: tuple, previous=None):
         self.layer_id = layer_id
         self.bindings = bindings
         self.previous = previous  # an attn2 replace installed before ours (another pack): wrapped
@@ -230,6 +230,16 @@ def apply_subject(model, subject, strength: float, start_at: float, end_at: floa
     sampling = model.get_model_object("model_sampling")
     binding = SubjectBinding(subject, float(strength), float(sampling.percent_to_sigma(start_at)),
                              float(sampling.percent_to_sigma(end_at)), region)
+    return apply_binding(model, binding)
+
+
+def apply_binding(model, binding):
+    """A clone of ``model`` with ``binding`` added to every attn2 layer.
+
+    A binding is anything with ``word``, ``strength``, ``active(sigma)``, ``nested_kv(layer_id,
+    device, dtype)`` -> ([1 or rows, m, width] x 2) and ``query_mask(grid, rows, device)``: a frozen
+    ``SubjectBinding`` at inference, live encoder outputs when training.
+    """
     patched = model.clone()
     options = patched.model_options["transformer_options"]
     if binding.word in options.get(WORDS_KEY, ()):
