@@ -1,10 +1,8 @@
 """NestedAttentionSubject: reference images -> subject tokens -> every layer's nested keys/values."""
-import comfy.model_management
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from nested_attention_core.errors import ModelMismatchError
 from nested_attention_core.reference import prepare_reference_images
 from nested_attention_core.subject import encode_subject
 
@@ -41,15 +39,9 @@ class NestedAttentionSubject(io.ComfyNode):
     def execute(cls, nested_attention, clip_vision, image, word, mask=None) -> io.NodeOutput:
         images = prepare_reference_images(image, mask)
         features = clip_vision.encode_image(images, crop=True)["penultimate_hidden_states"]
-        expected = nested_attention.config.image_feature_dim
-        if features.shape[-1] != expected:
-            raise ModelMismatchError(
-                f"clip_vision gives {features.shape[-1]}-wide image features, but the Nested Attention weights "
-                f"expect {expected}: load the CLIP vision model the weights were trained with")
-        encoder = nested_attention.encoder
         progress = comfy.utils.ProgressBar(len(nested_attention.layers))
         with torch.inference_mode():
-            subject = encode_subject(encoder, features.to(comfy.model_management.intermediate_device()),
+            subject = encode_subject(nested_attention.encoder, features,
                                      word, nested_attention.base_family,
                                      progress=lambda done, total: progress.update_absolute(done, total))
         return io.NodeOutput(subject)

@@ -110,7 +110,7 @@ def test_clip_vision_of_another_width_is_a_clear_error(env, tmp_path):
 
     folder_paths.add_model_folder_path("nested_attention", str(tmp_path))
     weights = run(ours.NestedAttentionLoader, "vit_h.safetensors")
-    with pytest.raises(ModelMismatchError, match="expect 1280: load the CLIP vision model"):
+    with pytest.raises(ModelMismatchError, match="expects 1280; use the CLIP vision model"):
         run(ours.NestedAttentionSubject, weights, clip_vision, reference_images(), "person")
 
 
