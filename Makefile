@@ -39,13 +39,13 @@ $(COMFYUI)/.stamp: $(VENV)/.stamp
 	touch $@
 
 tiny-models: setup
-	$(PY) -m tests.fixtures.tiny_models $(TINY_MODELS)
+	$(PY) tests/fixtures/tiny_models.py $(TINY_MODELS)
 
 test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) -m benchmarks.demo
+	$(PY) tests/fixtures/demo.py
 
 bench: setup
 	$(PY) benchmarks/attention_overhead.py

@@ -1,0 +1,211 @@
+"""The pack in a real headless ComfyUI server: loading, templates, and the example workflows end to end.
+
+One server for the module (tests/fixtures/server.py), with the tiny random models and weights; the
+example workflows are converted from their UI format with the server's /object_info, given the tiny
+model names, 64 px and 2 steps, queued over HTTP, and their saved PNGs checked on disk.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")
+SIZE = 64
+
+
+def _fixture(name: str):
+    """A module of tests/fixtures/, loaded by path under the name conftest.py gives it too."""
+    qualname = f"nested_attention_test_fixtures_{name}"
+    if qualname not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qualname, FIXTURES_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualname] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qualname]
+
+
+harness = _fixture("server")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models, tmp_path_factory):
+    models_dir = tiny_models["sd15"].parents[1]
+    _fixture("tiny_weights").write_tiny_weights(models_dir)
+    with harness.running_server(tmp_path_factory.mktemp("comfyui_base"), models_dir) as running:
+        yield running
+
+
+def tiny_prompt(server, name: str) -> dict:
+    """An example workflow as a prompt for the tiny models, 64 px, 2 steps."""
+    return harness.make_tiny(harness.ui_to_api(harness.load_workflow(name), server.object_info()), size=SIZE)
+
+
+def saved_png(run) -> Path:
+    from PIL import Image
+
+    assert len(run.images) == 1, run.outputs
+    path = run.images[0]
+    assert path.is_absolute() and path.is_file(), path
+    with Image.open(path) as image:
+        assert (image.format, image.size) == ("PNG", (SIZE, SIZE))
+    return path
+
+
+def traceback_blocks(log: str) -> list[str]:
+    """Each 'Traceback ...' block of the log, up to its exception line."""
+    blocks, current = [], None
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            current = [line]
+            blocks.append(current)
+        elif current is not None:
+            current.append(line)
+            if line and not line.startswith((" ", "\t")) and not line.startswith("During handling"):
+                current = None
+    return ["\n".join(block) for block in blocks]
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def test_all_six_nodes_load_without_import_errors(server):
+    info = server.object_info()
+    missing = [node_id for node_id in harness.PACK_NODE_IDS if node_id not in info]
+    assert not missing, f"nodes missing from /object_info: {missing}\n{server.log_tail()}"
+    log = server.startup_log()
+    import_lines = [line for line in log.splitlines() if harness.PACK_DIR_NAME in line]
+    assert any("seconds" in line for line in import_lines), "the pack's import time line is missing from the log"
+    assert not [line for line in import_lines if "IMPORT FAILED" in line or "Cannot import" in line], import_lines
+    ours = [block for block in traceback_blocks(log)
+            if harness.PACK_DIR_NAME in block or "nested_attention" in block]
+    assert not ours, ours[0]
+
+
+def test_every_input_of_our_nodes_has_a_tooltip(server):
+    info = server.object_info()
+    untipped = [f"{node_id}.{name}" for node_id in harness.PACK_NODE_IDS
+                for section in ("required", "optional")
+                for name, spec in info[node_id]["input"].get(section, {}).items()
+                if not (len(spec) > 1 and str(spec[1].get("tooltip") or "").strip())]
+    assert not untipped
+    assert all(info[node_id]["description"].strip() for node_id in harness.PACK_NODE_IDS)
+
+
+def test_example_workflows_are_listed_and_served(server):
+    templates = server.get_json("/api/workflow_templates")
+    assert sorted(templates.get(harness.PACK_DIR_NAME, [])) == sorted(EXAMPLES), templates
+    for name in EXAMPLES:
+        served = server.get_json(f"/api/workflow_templates/{harness.PACK_DIR_NAME}/{name}.json")
+        assert served == harness.load_workflow(name)
+
+
+# ---- the example workflows -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_workflow_is_a_consistent_ui_workflow(name):
+    workflow = harness.load_workflow(name)
+    assert workflow["version"] == 0.4 and {"groups", "config", "extra"} <= set(workflow)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert len(nodes) == len(workflow["nodes"]) and workflow["last_node_id"] == max(nodes)
+    assert workflow["last_link_id"] == max(link[0] for link in workflow["links"])
+    for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+        assert nodes[src]["outputs"][src_slot]["type"] == nodes[dst]["inputs"][dst_slot]["type"] == kind
+    used = {(link[3], link[4]) for link in workflow["links"]}
+    for node in nodes.values():
+        assert node["properties"].get("Node name for S&R", node["type"]) == node["type"]
+        for slot, socket in enumerate(node.get("inputs", [])):
+            assert (socket["link"] is None) == ((node["id"], slot) not in used), (node["type"], socket)
+    orders = sorted(node["order"] for node in nodes.values())
+    assert orders == list(range(len(nodes)))
+    for _, src, _, dst, _, _ in workflow["links"]:
+        assert nodes[src]["order"] < nodes[dst]["order"]
+
+
+def test_ui_to_api_maps_widgets_in_input_order(server):
+    prompt = harness.ui_to_api(harness.load_workflow("sdxl_one_subject"), server.object_info())
+    sampler = prompt[harness.nodes_of(prompt, "KSampler")[0]]["inputs"]
+    model_source = sampler.pop("model")
+    assert prompt[model_source[0]]["class_type"] == "ApplyNestedAttention" and model_source[1] == 0
+    assert {k: v for k, v in sampler.items() if not isinstance(v, list)} == {
+        "seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0}
+    assert prompt[harness.nodes_of(prompt, "LoadImage")[0]]["inputs"] == {"image": "person.png"}
+    subject = prompt[harness.nodes_of(prompt, "NestedAttentionSubject")[0]]["inputs"]
+    assert subject["word"] == "person" and "mask" not in subject
+    assert not harness.nodes_of(prompt, "Note")
+
+    # a Reroute on a link and a PrimitiveNode feeding the seed widget (converted to an input)
+    workflow = harness.load_workflow("sdxl_one_subject")
+    sampler_node = next(n for n in workflow["nodes"] if n["type"] == "KSampler")
+    model_link = next(link for link in workflow["links"] if link[3] == sampler_node["id"] and link[5] == "MODEL")
+    workflow["nodes"] += [
+        {"id": 90, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 90}],
+         "outputs": [{"name": "", "type": "MODEL", "links": [model_link[0]]}]},
+        {"id": 91, "type": "PrimitiveNode", "mode": 0, "inputs": [], "widgets_values": [7, "fixed"],
+         "outputs": [{"name": "INT", "type": "INT", "links": [91], "widget": {"name": "seed"}}]}]
+    workflow["links"] += [[90, model_link[1], model_link[2], 90, 0, "MODEL"], [91, 91, 0, sampler_node["id"], 4, "INT"]]
+    model_link[1:3] = [90, 0]
+    sampler_node["inputs"].append({"name": "seed", "type": "INT", "link": 91, "widget": {"name": "seed"}})
+    rerouted = harness.ui_to_api(workflow, server.object_info())
+    assert rerouted[harness.nodes_of(rerouted, "KSampler")[0]]["inputs"]["seed"] == 7
+    assert rerouted[harness.nodes_of(rerouted, "KSampler")[0]]["inputs"]["model"] == model_source
+    assert set(rerouted) == set(prompt)
+
+    # widgets_values that do not fit the server's inputs are an error naming the node
+    for values, match in (([42, "fixed", 30, 6.0, "dpmpp_2m", "karras", 1.0, "surplus"], "left over"),
+                          (["fixed", 42, 30, 6.0, "dpmpp_2m", "karras", 1.0], "'seed'"),
+                          ([42, 30, 6.0, "dpmpp_2m", "karras", 1.0], "KSampler")):
+        workflow = harness.load_workflow("sdxl_one_subject")
+        next(n for n in workflow["nodes"] if n["type"] == "KSampler")["widgets_values"] = values
+        with pytest.raises(ValueError, match=match):
+            harness.ui_to_api(workflow, server.object_info())
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_workflow_runs_to_a_saved_png(server, name):
+    prompt = tiny_prompt(server, name)
+    assert not any(v in harness.TINY_NAMES for node in prompt.values() for v in node["inputs"].values()
+                   if isinstance(v, str)), "a real model or image name is left in the prompt"
+    saved_png(server.run(prompt))
+
+
+def test_the_reference_image_changes_the_output(server):
+    prompt = tiny_prompt(server, "sdxl_one_subject")
+    person = saved_png(server.run(harness.set_inputs(prompt, "SaveImage", filename_prefix="na_ref_person")))
+    as_dog = harness.substitute(prompt, {harness.REFERENCE_IMAGES["person"]: harness.REFERENCE_IMAGES["dog"]})
+    dog = saved_png(server.run(harness.set_inputs(as_dog, "SaveImage", filename_prefix="na_ref_dog")))
+    assert harness.image_difference(person, dog) > 1.0  # mean 8-bit levels
+
+
+def test_a_subject_word_missing_from_the_prompt_is_an_execution_error(server):
+    prompt = harness.set_inputs(tiny_prompt(server, "sdxl_one_subject"), "NestedAttentionTextEncode",
+                                text="a photo of a cat on the beach")
+    with pytest.raises(harness.WorkflowError) as caught:
+        server.run(prompt)
+    message = caught.value.exception_message
+    assert "'person'" in message and "a photo of a cat on the beach" in message, message
+    assert caught.value.exception_type.endswith("SubjectWordError")
+
+
+def test_save_subject_then_load_subject_round_trips(server):
+    prompt = tiny_prompt(server, "sdxl_one_subject")
+    subject_id = harness.nodes_of(prompt, "NestedAttentionSubject")[0]
+
+    save = {i: node for i, node in prompt.items() if node["class_type"] != "SaveImage"}
+    save["900"] = {"class_type": "NestedAttentionSaveSubject",
+                   "inputs": {"subject": [subject_id, 0], "filename_prefix": "na_roundtrip"}}
+    saved = server.run(save).outputs["900"]["text"][0]
+    assert (server.base_dir / "models" / "nested_attention_subjects" / saved).is_file()
+    options = server.object_info(refresh=True)["NestedAttentionLoadSubject"]["input"]["required"]["subject_file"]
+    assert saved in options[1]["options"]
+
+    loaded = harness.set_inputs(prompt, "SaveImage", filename_prefix="na_loaded_subject")
+    loaded[subject_id] = {"class_type": "NestedAttentionLoadSubject", "inputs": {"subject_file": saved}}
+    for unused in ("NestedAttentionLoader", "CLIPVisionLoader", "LoadImage"):
+        for node_id in harness.nodes_of(loaded, unused):
+            del loaded[node_id]
+    from_file = saved_png(server.run(loaded))
+    direct = saved_png(server.run(harness.set_inputs(prompt, "SaveImage", filename_prefix="na_direct_subject")))
+    assert harness.image_difference(from_file, direct) == 0.0
