@@ -52,41 +52,74 @@ def nested_attention(q, k, v, heads: int, subjects: list[SubjectAttention]) -> t
 def add_nested_values(base, q, k, v, heads: int, subjects: list[SubjectAttention]) -> torch.Tensor:
     """Turn a plain attention output ``base`` = softmax(q k^T) v into nested attention.
 
-    Adds, for each subject s with token set T_s:  m_s * (lambda_s * P_qT v*_q - sum_{j in T_s} P_qj v_j)
-    where P_qT = sum_{j in T_s} P_qj. Only rows holding a subject token are computed; the outer
-    softmax and the correction are accumulated in float32 whatever the input precision.
+    Adds, for each subject s with token set T_s and query mask m_s:
+        m_s * (lambda_s * P_qT v*_q - sum_{j in T_s} P_qj v_j),    P_qT = sum_{j in T_s} P_qj
+    Only rows holding a subject token are computed, and of the outer softmax P only what the sum
+    needs (see :func:`_softmax_times`); P and the correction are accumulated in float32 whatever
+    the input precision. Per-query tensors keep the layout of q ([b, n, h, d] seen as b h n d), so
+    the correction adds to ``base`` without a transpose.
     """
     active = [s for s in subjects if bool(s.token_mask.any())]
     if not active:
         return base
     rows = torch.stack([s.token_mask.any(-1) for s in active]).any(0).nonzero().squeeze(1)  # [r]
-    qh, kh, vh = (rearrange(t[rows], "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
-    scale = qh.shape[-1] ** -0.5
-    probs = (qh.float() @ kh.float().transpose(-1, -2) * scale).softmax(-1)  # [r, h, n_q, n_k]
+    run = _contiguous(rows)  # a slice when the rows are one run (e.g. a single cond chunk)
 
-    delta = torch.zeros(probs.shape[:-1] + (vh.shape[-1],), device=q.device, dtype=torch.float32)
-    for s in active:
-        delta = delta + _subject_correction(s, rows, qh, vh, probs, heads)
-    corrected = base[rows].float() + rearrange(delta, "b h n d -> b n (h d)")
-    return base.index_copy(0, rows, corrected.to(base.dtype))
+    def take(t):  # t[rows], a view when the rows are one run
+        return t[run] if run is not None else t[rows]
+
+    qh, kh, vh = (rearrange(take(t), "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    token_masks = torch.stack([take(s.token_mask) for s in active]).float()  # [s, r, n_k]
+    cols = token_masks.sum((0, 1)).nonzero().squeeze(1)  # positions of any subject's tokens [c]
+    # per subject lambda_s * P_qT and P_qj for j in cols, as one attention call: [r, h, n_q, s * (1 + c)]
+    per_subject = _softmax_times(qh.float(), kh.float(), _subject_columns(active, token_masks, cols))
+
+    corrected = rearrange(take(base).float(), "b n (h d) -> b h n d", h=heads)
+    replaced = None  # sum_s m_s P_qj [j in T_s] for j in cols  [r, h, n_q, c]
+    for s, columns in zip(active, per_subject.split(1 + cols.shape[0], -1)):
+        coefficient, subject_columns = columns[..., :1], columns[..., 1:]  # [r, h, n_q, 1], [r, h, n_q, c]
+        if s.query_mask is not None:
+            query_mask = _rows(s.query_mask, rows).float()[:, None, :, None]  # [r, 1, n_q, 1]
+            coefficient, subject_columns = coefficient * query_mask, subject_columns * query_mask
+        nested_k, nested_v = (rearrange(_rows(t, rows), "b m (h d) -> b h m d", h=heads).to(qh.dtype)
+                              for t in (s.nested_keys, s.nested_values))
+        nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q  [r, h, n_q, d]
+        corrected = torch.addcmul(corrected, nested_value, coefficient)  # a new float32 buffer, q's layout
+        replaced = subject_columns if replaced is None else replaced + subject_columns
+    values = vh[:, :, cols].float()  # [r, h, c, d]
+    for j in range(cols.shape[0]):  # minus sum_j P_qj v_j; c is a handful of token positions
+        corrected.addcmul_(replaced[..., j:j + 1], values[:, :, j:j + 1], value=-1)
+    corrected = rearrange(corrected, "b h n d -> b n (h d)").to(base.dtype)
+    if run is not None:
+        return torch.cat([base[:run.start], corrected, base[run.stop:]])
+    return base.index_copy(0, rows, corrected)
 
 
-def _subject_correction(s: SubjectAttention, rows, qh, vh, probs, heads: int) -> torch.Tensor:
-    """m_s * (lambda_s * P_qT v*_q - sum_{j in T} P_qj v_j) for one subject, on the rows ``rows``."""
-    token_mask = s.token_mask[rows]  # [r, n_k]
-    cols = token_mask.any(0).nonzero().squeeze(1)  # union of the subject's token positions
-    p_subject = probs[..., cols] * token_mask[:, None, None, cols]  # [r, h, n_q, c]
-    replaced = p_subject @ vh[:, :, cols].float()  # sum_j P_qj v_j  [r, h, n_q, d]
-    weight = p_subject.sum(-1, keepdim=True)  # P_qT  [r, h, n_q, 1]
+def _subject_columns(active: list[SubjectAttention], token_masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """[r, n_k, s * (1 + c)]: P @ this = per subject lambda_s * P_qT, then P_qj [j in T_s] for j in cols."""
+    onehot = F.one_hot(cols, token_masks.shape[-1]).T.to(token_masks)  # [n_k, c]
+    blocks = []
+    for s, token_mask in zip(active, token_masks):  # token_mask [r, n_k]
+        blocks += [s.strength * token_mask[:, :, None], onehot * token_mask[:, :, None]]
+    return torch.cat(blocks, -1)
 
-    nested_k, nested_v = (_rows(t, rows) for t in (s.nested_keys, s.nested_values))
-    nested_k, nested_v = (rearrange(t, "b m (h d) -> b h m d", h=heads).to(qh.dtype) for t in (nested_k, nested_v))
-    nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q  [r, h, n_q, d]
 
-    correction = s.strength * weight * nested_value.float() - replaced
-    if s.query_mask is not None:
-        correction = correction * _rows(s.query_mask, rows).float()[:, None, :, None]
-    return correction
+def _softmax_times(qh: torch.Tensor, kh: torch.Tensor, selection: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) @ selection -> [r, h, n_q, n], for selection [r, n_k, n].
+
+    Computed as attention with the selection as values, so the [n_q, n_k] matrix P is never
+    materialised; the values are zero-padded to the head width, which the fused kernels require.
+    """
+    heads, width, n = qh.shape[1], qh.shape[-1], selection.shape[-1]
+    chunks = F.pad(selection, (0, -n % width)).split(width, -1)
+    out = [F.scaled_dot_product_attention(qh, kh, chunk[:, None].expand(-1, heads, -1, -1)) for chunk in chunks]
+    return (out[0] if len(out) == 1 else torch.cat(out, -1))[..., :n]
+
+
+def _contiguous(rows: torch.Tensor) -> slice | None:
+    """slice(first, last + 1) if the sorted indices ``rows`` are one run, else None."""
+    first, last = int(rows[0]), int(rows[-1])
+    return slice(first, last + 1) if last - first + 1 == rows.shape[0] else None
 
 
 def _rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
