@@ -17,7 +17,7 @@ HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp ya
 export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
 export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
 
-.PHONY: setup test demo tiny-models bench clean-host
+.PHONY: setup test demo tiny-models bench bench-train clean-host
 
 setup: $(VENV)/.stamp $(COMFYUI)/.stamp
 
@@ -49,6 +49,9 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/attention_overhead.py
+
+bench-train: setup
+	$(PY) benchmarks/train_step.py
 
 clean-host:
 	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS)

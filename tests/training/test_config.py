@@ -1,0 +1,86 @@
+"""The command line: every flag documented, values checked with messages naming the flag."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+
+
+def test_help_documents_every_flag_without_comfyui(training, helpers):
+    from nested_attention_training.config import TrainConfig
+
+    env = {k: v for k, v in os.environ.items() if k != "NESTED_ATTENTION_COMFYUI"}
+    done = subprocess.run([sys.executable, str(helpers.REPO_ROOT / "training" / "train.py"), "--help"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for f in fields(TrainConfig):
+        option = "--" + f.name.replace("_", "-")
+        assert option in text, f"{option} is not documented in --help"
+        assert " ".join(f.metadata["help"].split()[:4]) in text
+    for required in ("--checkpoint FILE", "--clip-vision FILE", "--data DIR", "--output DIR"):
+        assert required in text
+    assert "torchrun --nproc_per_node N" in text and "Default: 0.05" in text
+
+
+def test_the_command_line_gives_the_same_config(training, helpers, tiny_models, comfy_root):
+    from nested_attention_training.config import config_from_argv
+
+    args = helpers.cli_args(tiny_models, comfy_root, "data", "out", max_steps=7, drop_both=0.2, cache=False,
+                            progress_bar=True)
+    config = config_from_argv(args)
+    expected = helpers.tiny_config(tiny_models, "data", "out", max_steps=7, drop_both=0.2, cache=False,
+                                   progress_bar=True, comfyui=str(comfy_root),
+                                   extra_module=(str(helpers.REPO_ROOT / "tests/fixtures/comfy_test_models/__init__.py"),))
+    assert config == expected
+    assert config.cache_path is None and config.resolved("sdxl").resolution == 64
+    assert config.resolved("sdxl").name == "nested_attention_sdxl"
+    assert helpers.tiny_config(tiny_models, "d", "o", resolution=None).resolved("sd15").resolution == 512
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"drop_text": 0.6, "drop_subject": 0.6}, r"--drop-text, --drop-subject and --drop-both .* sum of at most 1"),
+    ({"batch_size": 0}, r"--batch-size must be a positive integer, got 0"),
+    ({"resolution": 100}, r"--resolution must be a multiple of 8"),
+    ({"lr": 0.0}, r"--lr must be above 0"),
+    ({"save_every": -1}, r"--save-every must be 0 or more"),
+    ({"output": " "}, r"--output is required"),
+])
+def test_bad_values_name_the_flag(training, helpers, tiny_models, overrides, message):
+    from nested_attention_training.errors import TrainingConfigError
+
+    with pytest.raises(TrainingConfigError, match=message):
+        helpers.tiny_config(tiny_models, "data", overrides.pop("output", "out"), **overrides)
+
+
+def test_model_files_that_do_not_exist_are_named(training, helpers, tiny_models, tmp_path):
+    from nested_attention_training.errors import TrainingConfigError
+    from nested_attention_training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 1})
+    with pytest.raises(TrainingConfigError, match=r"--checkpoint nope.safetensors: no such file, nor a file of that "
+                                                  r"name in ComfyUI's models/checkpoints"):
+        open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", checkpoint="nope.safetensors"))
+
+
+def test_comfyui_is_found_where_the_pack_is_installed_else_by_flag_or_environment(training, tmp_path, monkeypatch):
+    from nested_attention_training import comfy_host
+
+    root = tmp_path / "ComfyUI"
+    (root / "comfy").mkdir(parents=True)
+    (root / "nodes.py").write_text("")
+    installed = root / "custom_nodes" / "comfyui-nested-attention"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(comfy_host, "REPO_ROOT", installed)
+    monkeypatch.setenv(comfy_host.COMFYUI_ENV, str(tmp_path / "elsewhere"))
+    assert comfy_host.find_comfy_root(search_pack_location=True) == root.resolve()
+    with pytest.raises(comfy_host.HostNotFoundError, match=r"no ComfyUI at .*elsewhere \(\$NESTED_ATTENTION_COMFYUI"):
+        comfy_host.find_comfy_root()  # the fixtures' order: the environment first
+    with pytest.raises(comfy_host.HostNotFoundError, match=r"no ComfyUI at .*nope \(the given ComfyUI folder.*--comfyui"):
+        comfy_host.find_comfy_root(tmp_path / "nope", search_pack_location=True)
+    monkeypatch.setattr(comfy_host, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv(comfy_host.COMFYUI_ENV, str(root))
+    assert comfy_host.find_comfy_root(search_pack_location=True) == root.resolve()

@@ -1,0 +1,176 @@
+"""The data folder: bad data and its messages, references, masks, and the feature cache's keys."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.fixture
+def has_word(training, sdxl_models, pack):
+    """Word matching by the host tokenizer, as the trainer does it."""
+    adapter = pack.nodes.host_adapter
+    return lambda text, word: bool(adapter.prompt_words(sdxl_models.clip, text)[1].positions(word))
+
+
+def scan(folder, has_word, **kwargs):
+    from nested_attention_training.data import scan_data_folder
+
+    return scan_data_folder(folder, has_word, **kwargs)
+
+
+def test_unreadable_images_are_skipped_and_counted(helpers, tmp_path, has_word):
+    data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 1})
+    (data / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (data / "b" / "empty.png").write_bytes(b"")
+    found = scan(data, has_word, default_word="person")
+    assert len(found) == 3 and len(found.subjects) == 2
+    summary = found.summary()
+    assert summary["skipped_unreadable"] == 2
+    assert sorted(p.rsplit("/", 1)[1] for p in summary["unreadable_files"]) == ["broken.jpg", "empty.png"]
+
+
+def test_a_caption_without_the_word_is_an_error_naming_the_file_or_skipped(helpers, tmp_path, has_word):
+    from nested_attention_training.errors import TrainingDataError
+
+    data = helpers.make_data(tmp_path / "data", {"rex": 3}, words={"rex": "dog"})
+    (data / "rex" / "001.txt").write_text("a photo of a sksdog")  # "sksdog" is not the word "dog"
+    with pytest.raises(TrainingDataError, match=r"caption .*rex/001\.txt does not contain the subject word 'dog': "
+                                                r"'a photo of a sksdog'; fix the caption, or pass --skip-bad-captions"):
+        scan(data, has_word, words_file=data / "subjects.json")
+    found = scan(data, has_word, words_file=data / "subjects.json", skip_bad_captions=True)
+    assert [i.path.name for i in found.images] == ["000.png", "002.png"]
+    assert found.summary()["skipped_bad_captions"] == 1 and "sksdog" in found.bad_captions[0].reason
+    (data / "rex" / "001.txt").write_text("a dog")
+    (data / "rex" / "002.txt").unlink()
+    with pytest.raises(TrainingDataError, match=r"image .*rex/002\.png has no caption file 002\.txt"):
+        scan(data, has_word, words_file=data / "subjects.json")
+
+
+def test_empty_or_missing_data_folders_say_what_is_expected(tmp_path, has_word, helpers):
+    from nested_attention_training.errors import TrainingDataError
+
+    with pytest.raises(TrainingDataError, match=r"data folder .*nowhere does not exist .* one sub-folder per subject"):
+        scan(tmp_path / "nowhere", has_word)
+    (tmp_path / "empty" / "alice").mkdir(parents=True)
+    with pytest.raises(TrainingDataError, match=r"data folder .*empty has no usable training images: expected one "
+                                                r"sub-folder per subject"):
+        scan(tmp_path / "empty", has_word, default_word="person")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    helpers.draw_image(flat / "me.png", 0)
+    with pytest.raises(TrainingDataError, match=r"images directly in .*flat \(me\.png\) are not used: move them into a "
+                                                r"subject folder"):
+        scan(flat, has_word, default_word="person")
+    only_broken = tmp_path / "broken"
+    (only_broken / "a").mkdir(parents=True)
+    (only_broken / "a" / "x.png").write_bytes(b"nope")
+    with pytest.raises(TrainingDataError, match=r"no usable training images \(1 image\(s\) skipped"):
+        scan(only_broken, has_word, default_word="person")
+
+
+def test_subject_words_come_from_subjects_json_or_the_default(helpers, tmp_path, has_word):
+    from nested_attention_training.errors import TrainingDataError
+
+    data = helpers.make_data(tmp_path / "data", {"alice": 1, "rex": 1}, words={"rex": "dog"})
+    with pytest.raises(TrainingDataError, match=r"subject folder .*alice has no word \(.*subjects\.json has no entry "
+                                                r"for it\): add \"alice\": \"<word>\" to subjects.json, or pass "
+                                                r"--default-word"):
+        scan(data, has_word, words_file=data / "subjects.json")
+    found = scan(data, has_word, words_file=data / "subjects.json", default_word="Person")
+    assert {i.subject: i.word for i in found.images} == {"alice": "person", "rex": "dog"}
+    (data / "subjects.json").write_text("{not json")
+    with pytest.raises(TrainingDataError, match=r"subjects\.json is not valid JSON"):
+        scan(data, has_word, words_file=data / "subjects.json")
+
+
+def test_references_are_other_images_or_augmented_crops_of_a_single_image(helpers, tmp_path, has_word):
+    from nested_attention_training.data import choose_reference, reference_pixels
+
+    data = scan(helpers.make_data(tmp_path / "data", {"many": 3, "one": 1}), has_word, default_word="person")
+    rng = random.Random(0)
+    many = [choose_reference(data, 0, rng, "other", 4) for _ in range(20)]
+    assert {r.image for r in many} == {1, 2} and all(r.view is None for r in many)
+    single = [choose_reference(data, 3, rng, "other", 4) for _ in range(20)]
+    assert {r.image for r in single} == {3} and {r.view for r in single} == {0, 1, 2, 3}
+    assert choose_reference(data, 0, rng, "self", 4).image == 0
+    crop = reference_pixels(data.images[3], 1)
+    assert torch.equal(crop, reference_pixels(data.images[3], 1))  # deterministic
+    assert crop.shape[1] == crop.shape[2] and crop.shape[1] < 64  # a square crop of the 72x64 image
+    assert not torch.equal(crop, reference_pixels(data.images[3], 2))
+
+
+def test_masks_blank_the_reference_background_and_weight_the_loss(training, sdxl_models, helpers, tiny_models,
+                                                                  tmp_path):
+    from nested_attention_training.batch import RowPlan, assemble
+    from nested_attention_training.data import ReferenceChoice, reference_pixels, target_mask
+    from nested_attention_training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    (data / "a" / "masks").mkdir()
+    mask = np.zeros((32, 36), dtype=np.uint8)  # another size than the 72x64 image: resized
+    mask[:, :18] = 255  # subject = left half
+    Image.fromarray(mask).save(data / "a" / "masks" / "000.png")
+    session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", background_loss_weight=0.25,
+                                               cache=False), models=sdxl_models)
+    image = session.data.images[0]
+    assert image.mask_path is not None and session.data.images[1].mask_path is None
+    reference = reference_pixels(image, None)
+    assert torch.all(reference[0, :, 40:] == 1.0)  # right half blanked to white
+    assert target_mask(image, 64).shape == (1, 64, 64)
+    den = session.denoiser
+    plans = [RowPlan(i, 0, i, ReferenceChoice(i, None), "none") for i in (0, 1)]
+    batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in, 0,
+                     background_loss_weight=0.25)
+    assert batch.weight.shape == (2, 1, 8, 8)
+    assert batch.weight[0, 0, :, 0].eq(1).all() and batch.weight[0, 0, :, -1].eq(0.25).all()
+    assert batch.weight[1].eq(1).all()
+
+
+def test_cache_keys_follow_the_content(training, helpers, tmp_path, has_word):
+    """A changed image, caption or model file is a new key; an unchanged one is read back."""
+    from nested_attention_training.cache import FeatureCache, file_identity
+    from nested_attention_training.features import FeatureStore
+    from nested_attention_core.prompt import PromptWords
+
+    class FakeEncoders:
+        def __init__(self):
+            self.calls = Counter()
+
+        def latent(self, pixels):
+            self.calls["vae"] += 1
+            return pixels.mean(-1, keepdim=True).permute(0, 3, 1, 2)[:, :, ::8, ::8].repeat(1, 4, 1, 1)
+
+        def text(self, text):
+            self.calls["text"] += 1
+            return torch.full((1, 77, 8), float(len(text))), None, {"l": torch.arange(77)}, PromptWords((), 77)
+
+        def image(self, pixels):
+            self.calls["clip_vision"] += 1
+            return pixels.mean().reshape(1, 1, 1).expand(1, 5, 8).clone()
+
+    data = scan(helpers.make_data(tmp_path / "data", {"a": 2}), has_word, default_word="person")
+    encoders, cache = FakeEncoders(), FeatureCache(tmp_path / "cache")
+    store = FeatureStore(encoders, cache, "ckpt-1", "vision-1", 64)
+    first = store.latent(data.images[0]).latent
+    store.latent(data.images[0]), store.text("a person"), store.text("a person"), store.reference(data.images[0], 1)
+    store.reference(data.images[0], 1)
+    assert encoders.calls == Counter(vae=1, text=1, clip_vision=1)
+    store.reference(data.images[0], 2), store.text("a person!")
+    assert encoders.calls == Counter(vae=1, text=2, clip_vision=2)
+    helpers.draw_image(data.images[0].path, 99)  # the image changes on disk: rescanned, it is a new key
+    changed = scan(data.root, has_word, default_word="person").images[0]
+    assert not torch.equal(store.latent(changed).latent, first) and encoders.calls["vae"] == 2
+    other_model = FeatureStore(encoders, cache, "ckpt-2", "vision-1", 64)
+    other_model.latent(data.images[1]), store.latent(data.images[1])
+    assert encoders.calls["vae"] == 4
+    assert store.latent(data.images[0]).latent.dtype == torch.float32  # stored as float16, used as float32
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"x" * 3_000_000)
+    before = file_identity(path)
+    path.write_bytes(b"x" * 2_999_999 + b"y")
+    assert file_identity(path) != before

@@ -1,0 +1,18 @@
+"""Error types of the trainer. Every message names the input at fault (a flag, a file) and the fix."""
+from nested_attention_core.errors import NestedAttentionError
+
+
+class TrainingConfigError(NestedAttentionError):
+    """A flag has a bad value, or flags contradict each other or the model files."""
+
+
+class TrainingDataError(NestedAttentionError):
+    """The data folder cannot be trained on: empty, a caption without its subject word, a bad mask."""
+
+
+class ResumeError(NestedAttentionError):
+    """A training state file cannot be resumed: unreadable, or made for another run."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good state was kept."""

@@ -1,0 +1,199 @@
+"""The training loop: micro-batches, accumulation, clipping, the optimizer step, and what a step leaves.
+
+One optimizer step = ``grad_accum`` micro-batches per process; gradients averaged over processes;
+clipped; AdamW; the schedule. Every ``save_every`` steps (and at the end, on SIGINT/SIGTERM, and on a
+non-finite loss) rank 0 writes the weights and the whole training state; every ``sample_every`` steps
+a sample grid. A NaN/inf loss stops the run with ``TrainingDivergedError`` after saving the state as
+it was before that step (the parameters are untouched by it).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .batch import assemble, plan_row
+from .dist import all_mean, any_rank, average_gradients, barrier
+from .errors import TrainingDivergedError
+from .logbook import Logbook
+from .optim import clip_gradients
+from .samples import render_grid, sample_prompts
+from .session import TrainingSession
+from .state import (capture_rng, check_compatible, latest_state, load_state, prune_states, restore_rng, save_state,
+                    seed_everything, state_path)
+from .step import encode_nested
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: Optional[Path]  # the last weights written (None on ranks other than 0)
+    step: int  # optimizer steps done
+    status: str  # "finished" | "stopped"
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second SIGINT interrupts."""
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.warning("%s received: saving the training state after this step, then stopping", self.requested)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def plans_for(session: TrainingSession, micro_index: int):
+    cfg = session.config
+    epoch, rows = session.order.micro_batch(micro_index)
+    plans = [plan_row(session.data, image, epoch, position, cfg.seed, cfg.reference, cfg.augment_views,
+                      (cfg.drop_text, cfg.drop_subject, cfg.drop_both)) for image, position in rows]
+    return epoch, plans
+
+
+def micro_batch_loss(session: TrainingSession, plans) -> torch.Tensor:
+    """The mean denoising loss of one micro-batch, with the encoder's graph attached."""
+    den = session.denoiser
+    batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in,
+                     session.config.seed, session.config.background_loss_weight).to(session.device)
+    with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
+        nested = encode_nested(session.encoder, batch.references)
+    return den.losses(batch, nested, session.autocast_dtype).mean()
+
+
+def optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, int, bool]:
+    """One optimizer step; returns (mean loss over processes, grad norm, epoch, finite)."""
+    cfg, params = session.config, list(session.encoder.parameters())
+    session.optimizer.zero_grad(set_to_none=True)
+    total, finite, epoch = torch.zeros((), device=session.device), True, 0
+    for micro in range(cfg.grad_accum):
+        epoch, plans = plans_for(session, step * cfg.grad_accum + micro)
+        loss = micro_batch_loss(session, plans)
+        finite = finite and bool(torch.isfinite(loss))
+        if loss.requires_grad:  # False when every row's subject was dropped: nothing to learn from
+            session.scaler.scale(loss / cfg.grad_accum).backward()
+        total += loss.detach() / cfg.grad_accum
+    if any_rank(not finite, session.dist, session.device):
+        return float("nan"), float("nan"), epoch, False
+    for p in params:  # a parameter without gradient steps with zeros (moments decay), on every rank alike
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    average_gradients(params, session.dist)
+    session.scaler.unscale_(session.optimizer)
+    grad_norm = clip_gradients(params, cfg.max_grad_norm)
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    session.scheduler.step()
+    return float(all_mean(total, session.dist)), float(grad_norm), epoch, True
+
+
+def resume(session: TrainingSession, logbook_events: list) -> int:
+    cfg = session.config
+    path = latest_state(cfg.states_dir) if cfg.resume == "latest" else Path(cfg.resume)
+    if path is None:
+        log.info("--resume latest: no state in %s yet, starting from step 0", cfg.states_dir)
+        return 0
+    state = load_state(path)
+    check_compatible(path, state, cfg.to_json(), session.identity)
+    session.encoder.load_state_dict(state["encoder"])
+    session.optimizer.load_state_dict(state["optimizer"])
+    session.scheduler.load_state_dict(state["scheduler"])
+    session.scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    logbook_events.append(("resume", {"state": str(path), "step": state["step"]}))
+    log.info("resumed %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
+def save(session: TrainingSession, step: int, epoch: int, final: bool = False) -> Optional[Path]:
+    """Rank 0 writes the weights (step-numbered, or the final name) and the training state."""
+    cfg = session.config
+    if session.dist.is_main:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        weights = cfg.output_dir / (f"{cfg.name}.safetensors" if final else f"{cfg.name}-step{step:07d}.safetensors")
+        session.save_weights(weights)
+        save_state(state_path(cfg.states_dir, step), {
+            "step": step, "epoch": epoch, "micro_batches_done": step * cfg.grad_accum,
+            "encoder": session.encoder.state_dict(), "optimizer": session.optimizer.state_dict(),
+            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
+            "rng": capture_rng(), "config": cfg.to_json(), "identity": session.identity,
+            "world_size": session.dist.world_size})
+        prune_states(cfg.states_dir, cfg.keep_states)
+    barrier(session.dist)
+    return weights if session.dist.is_main else None
+
+
+def train(session: TrainingSession) -> TrainResult:
+    cfg, dist = session.config, session.dist
+    events: list = []
+    seed_everything(cfg.seed, dist.rank)
+    start = resume(session, events) if cfg.resume else 0
+    logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar)
+    prompts = sample_prompts(session.data, cfg.sample_prompts, cfg.sample_count, session.has_word) \
+        if cfg.sample_every and dist.is_main else []
+    if start == 0:
+        logbook.write(session.data.summary())
+    for name, fields in events:
+        logbook.event(name, **fields)
+    logbook.event("start", step=start, max_steps=cfg.max_steps, processes=dist.world_size,
+                  global_batch=cfg.batch_size * cfg.grad_accum * dist.world_size, encoder=session.encoder_source,
+                  device=str(session.device), precision=str(session.autocast_dtype or "fp32"))
+    weights, step, epoch, status = None, start, 0, "finished"
+    samples_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+    try:
+        with StopSignals() as stop:
+            while step < cfg.max_steps:
+                session.denoiser.load()
+                started = time.perf_counter()
+                loss, grad_norm, epoch, finite = optimizer_step(session, step)
+                if not finite:
+                    weights = save(session, step, epoch) if step > 0 else None
+                    logbook.event("diverged", step=step + 1, saved_step=step)
+                    raise TrainingDivergedError(
+                        f"the loss became NaN or infinite at step {step + 1}; the state after step {step} was kept "
+                        f"in {cfg.states_dir}. Lower --lr, use --precision bf16 or fp32, or check the data, then "
+                        "continue with --resume latest")
+                step += 1
+                elapsed = time.perf_counter() - started
+                lr = session.scheduler.get_last_lr()[0]
+                logbook.step(step, epoch, loss, lr, grad_norm, samples_per_step / elapsed,
+                             write=step % cfg.log_every == 0 or step == cfg.max_steps or step == start + 1)
+                stopping = any_rank(stop.requested is not None, dist, session.device)
+                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps and not stopping:
+                    weights = save(session, step, epoch)
+                    logbook.event("save", step=step, weights=str(weights))
+                if prompts and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+                    grid = render_grid(session, prompts, cfg.samples_dir / f"step{step:07d}.png")
+                    logbook.event("samples", step=step, path=str(grid))
+                if stopping:
+                    weights, status = save(session, step, epoch), "stopped"
+                    logbook.event("stop", step=step, signal=stop.requested, weights=str(weights))
+                    log.warning("stopped at step %d; continue with --resume latest", step)
+                    return TrainResult(weights, step, status)
+            weights = save(session, step, epoch, final=True)
+            logbook.event("end", step=step, weights=str(weights))
+            return TrainResult(weights, step, status)
+    finally:
+        logbook.close()

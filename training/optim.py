@@ -1,0 +1,51 @@
+"""AdamW on the subject encoder, linear warm-up then cosine decay, gradient clipping, mixed precision."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import TrainConfig
+
+
+def make_optimizer(encoder: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel for all parameters: on the CPU 30x faster than the per-tensor loop)."""
+    device = next(encoder.parameters()).device
+    return torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """lr factor of optimizer step ``step`` (0-based): linear 0 -> 1 over the warm-up, cosine 1 -> 0 after."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def make_scheduler(optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps))
+
+
+def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
+    """Clip to ``max_norm`` (0 = no clipping); returns the global norm before clipping."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf, foreach=True)
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """The autocast dtype for ``--precision`` on ``device``; None = plain fp32 (always on the CPU)."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def make_grad_scaler(dtype, device: torch.device):
+    """A gradient scaler for fp16 autocast (bf16 and fp32 need none: a disabled scaler)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

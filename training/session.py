@@ -1,0 +1,103 @@
+"""Everything a run needs, built once: models, data, features, encoder, patched UNet, optimizer.
+
+``open_session`` expects ComfyUI to be bootstrapped and the pack importable (``train.py`` does
+that; so do the test fixtures). The loop (loop.py), the tests and the benchmark all start here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from nested_attention_core.weights import layers_to_json, save_weights
+
+from .cache import FeatureCache, file_identity
+from .comfy_host import host_adapter, load_module_file
+from .config import TrainConfig
+from .data import TrainingData, scan_data_folder
+from .dist import DataOrder, DistContext, broadcast_module
+from .features import FeatureStore, HostEncoders
+from .models import BaseModels, build_encoder, load_base_models
+from .optim import autocast_dtype, make_grad_scaler, make_optimizer, make_scheduler
+from .step import Denoiser
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class TrainingSession:
+    config: TrainConfig  # resolved for the base family
+    dist: DistContext
+    adapter: object  # the pack's nodes.host_adapter
+    models: BaseModels
+    data: TrainingData
+    encoders: HostEncoders
+    store: FeatureStore
+    encoder: torch.nn.Module  # nested_attention_core SubjectEncoder, trainable
+    encoder_source: str
+    denoiser: Denoiser
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    autocast_dtype: Optional[torch.dtype]
+    order: DataOrder
+    identity: dict  # what a resumed state must agree on
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    def has_word(self, text: str, word: str) -> bool:
+        return word_matcher(self.adapter, self.models.clip)(text, word)
+
+    def save_weights(self, path) -> None:
+        save_weights(path, self.encoder, self.models.family)
+
+
+def word_matcher(adapter, clip):
+    """has_word(text, word): the host tokenizer finds ``word`` in ``text`` as whole words."""
+    return lambda text, word: bool(adapter.prompt_words(clip, text)[1].positions(word))
+
+
+def load_extra_modules(paths) -> None:
+    for i, path in enumerate(paths):
+        load_module_file(f"nested_attention_training_extra_{i}_{os.path.basename(path).split('.')[0]}", path)
+
+
+def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
+                 models: Optional[BaseModels] = None) -> TrainingSession:
+    """``models``: frozen base models already loaded for the same --checkpoint and --clip-vision (tests
+    and benchmarks reuse them; training never modifies them)."""
+    dist = dist or DistContext()
+    adapter = host_adapter()
+    load_extra_modules(config.extra_module)
+    models = models or load_base_models(config, adapter)
+    config = config.resolved(models.family)
+
+    data = scan_data_folder(config.data, word_matcher(adapter, models.clip), config.words_path, config.default_word,
+                            config.skip_bad_captions)
+    encoders = HostEncoders(models.clip, models.vae, models.clip_vision, adapter.prompt_words)
+    checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)
+    cache = FeatureCache(config.cache_path, config.cache_memory_mb << 20)
+    store = FeatureStore(encoders, cache, checkpoint_id, clip_vision_id, config.resolution)
+
+    encoder, source = build_encoder(config, models, adapter)
+    denoiser = Denoiser(models.patcher, adapter)
+    denoiser.load()
+    encoder.to(denoiser.device)
+    broadcast_module(encoder, dist)
+    optimizer = make_optimizer(encoder, config)
+    amp = autocast_dtype(config.precision, denoiser.device)
+    identity = {"checkpoint": checkpoint_id, "clip_vision": clip_vision_id,
+                "encoder_config": encoder.config.to_json(), "layers": layers_to_json(encoder.layers)}
+    log.info("base model %s (%s, %d cross-attention layers, %s), encoder %s (%s, %.1fM parameters), %d images of "
+             "%d subjects, words %s", models.checkpoint.name, models.family, len(models.layers), denoiser.kind,
+             source, json.loads(encoder.config.to_json()), sum(p.numel() for p in encoder.parameters()) / 1e6,
+             len(data), len(data.subjects), data.words())
+    return TrainingSession(config, dist, adapter, models, data, encoders, store, encoder, source, denoiser, optimizer,
+                           make_scheduler(optimizer, config), make_grad_scaler(amp, denoiser.device), amp,
+                           DataOrder(len(data), config.batch_size, dist, config.seed), identity)
