@@ -1,0 +1,133 @@
+"""Scoring: image batches, metrics, the file format, and a fast end-to-end training smoke test.
+
+The full scorer-quality test (default pipeline, a few minutes on one thread) runs only with
+TOYWORLD_FULL_SCORERS=1; its bars are stated in FULL_BARS.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from toyworld.dataset import make_samples, render_array
+from toyworld.errors import ScorerError
+from toyworld.identity import DOMAINS, heldout_ids, train_ids
+from toyworld.metrics import retrieval_top1, roc_auc, verification
+from toyworld.nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig, parameter_count
+from toyworld.scene import FACTORS, Scene
+from toyworld.scorer_pipeline import ScorerPipelineConfig, evaluate_scorers, train_scorers
+from toyworld.scorer_training import FitConfig, attribute_targets, scene_labels, train_identity_net, train_scene_net
+from toyworld.scoring import (identity_similarity, load_scorer, predict_scenes, reference_similarity, save_scorer,
+                              scene_accuracy, to_batch)
+
+FULL_SCORERS_ENV = "TOYWORLD_FULL_SCORERS"
+# Bars of the full test (default ScorerPipelineConfig, held-out identities 1800..1999 of both domains).
+FULL_BARS = {"roc_auc": 0.97, "top1_retrieval": 0.6, "scene_factor": 0.95}
+
+
+def test_to_batch_takes_pil_uint8_and_comfy_images():
+    rgb = (np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3)
+    from_pil = to_batch([Image.fromarray(rgb)] * 2)
+    from_uint8 = to_batch(np.stack([rgb, rgb]))
+    from_comfy = to_batch(torch.from_numpy(np.stack([rgb, rgb])).float() / 255.0)
+    assert from_pil.shape == (2, 3, 64, 64)
+    assert torch.equal(from_pil, from_uint8) and torch.allclose(from_uint8, from_comfy)
+    assert torch.equal(to_batch(from_comfy), from_comfy)  # [n, 3, h, w] passes through
+    assert to_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape == (1, 3, 64, 64)
+    with pytest.raises(ScorerError, match="uint8"):
+        to_batch(np.zeros((1, 64, 64, 3), np.float64))
+    with pytest.raises(ScorerError, match="shape"):
+        to_batch(torch.zeros(1, 64, 64))
+
+
+def test_roc_auc_matches_counting_pairs():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (40,), generator=gen).double()  # many ties
+    positive = torch.rand(40, generator=gen) < 0.4
+    pairs = [(p, n) for p, n in itertools.product(scores[positive], scores[~positive])]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert roc_auc(scores, positive) == pytest.approx(expected)
+    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([False, True])) == 1.0
+
+
+def test_verification_and_retrieval_on_known_embeddings():
+    e = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    report = verification(e, ["a", "a", "b", "b"], ["person"] * 4)
+    assert report["roc_auc"] == 1.0 and report["same_identity_cos"] > 0.9 > 0.2 > report["different_identity_cos"]
+    assert retrieval_top1(e[[0, 2]], e[[1, 3]], torch.tensor([0, 1])) == 1.0
+    assert retrieval_top1(e[[0, 2]], e[[1, 3]], torch.tensor([1, 0])) == 0.0
+
+
+def test_nets_are_small():
+    identity = IdentityNet(IdentityNetConfig(num_classes=0))
+    scene = SceneNet(SceneNetConfig())
+    assert parameter_count(identity) < 1_000_000 and parameter_count(scene) < 1_000_000
+    with torch.no_grad():
+        assert torch.allclose(identity(torch.rand(2, 3, 64, 64)).norm(dim=1), torch.ones(2))
+        assert {k: v.shape[1] for k, v in scene(torch.rand(2, 3, 64, 64)).items()} == {
+            k: len(v) for k, v in FACTORS.items()}
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    identity, scene = IdentityNet(IdentityNetConfig(widths=(8, 16), stem=0)).eval(), SceneNet(SceneNetConfig()).eval()
+    x = torch.rand(3, 3, 64, 64)
+    loaded_identity = load_scorer(save_scorer(identity, tmp_path / "identity.safetensors"))
+    loaded_scene = load_scorer(save_scorer(scene, tmp_path / "scene.safetensors"))
+    assert loaded_identity.config == identity.config and loaded_scene.config == scene.config
+    assert torch.equal(loaded_identity(x), identity(x))
+    assert all(torch.equal(a, b) for a, b in zip(loaded_scene(x).values(), scene(x).values()))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ScorerError, match="cannot be read"):
+        load_scorer(tmp_path / "junk.safetensors")
+
+
+def test_fast_smoke_training_beats_chance_on_held_out_renders():
+    """A tiny run (about 15 s): both models must beat chance clearly on held-out identities."""
+    start = time.perf_counter()
+    train = make_samples(DOMAINS, train_ids()[:160], 3, seed=0)
+    held_out = make_samples(DOMAINS, heldout_ids()[:12], 3, seed=1)
+    images, held_out_images = render_array(train), render_array(held_out)
+    fit = FitConfig(epochs=6, batch_size=32, lr=3e-3)
+    identity = train_identity_net(images, attribute_targets(train), fit, IdentityNetConfig(widths=(16, 32, 64, 64),
+                                                                                           stem=0))
+    scene = train_scene_net(images, scene_labels(train), fit)
+    report = evaluate_scorers(identity, scene, held_out, held_out_images)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"elapsed_s": elapsed, **report}))
+    ident = report["identity"]
+    # measured (seed 0, one thread): roc_auc 0.73, cosine gap 0.23, top-1 0.15, scene factors 0.93-0.96
+    assert ident["roc_auc"] > 0.65 and ident["same_identity_cos"] > ident["different_identity_cos"] + 0.1
+    assert ident["top1_retrieval"] > 2 / 24  # chance: 1 / 24 held-out identities
+    for factor, values in FACTORS.items():
+        assert report["scene"][factor] > max(0.7, 1 / len(values)), factor  # chance: 1/8, 1/3, 1/2, 1/3
+    assert elapsed < 30
+    # the public scoring calls agree with the report
+    sims = identity_similarity(identity, held_out_images[:3], held_out_images[:3])
+    assert sims.shape == (3, 3) and torch.allclose(sims.diagonal(), torch.ones(3), atol=1e-5)
+    assert reference_similarity(identity, held_out_images[:2], held_out_images[:3]).shape == (2,)
+    assert scene_accuracy(scene, held_out_images, [s.scene for s in held_out]) == report["scene"]
+    assert set(predict_scenes(scene, held_out_images[:2])) == set(FACTORS)
+
+
+def test_scene_accuracy_needs_one_scene_per_image():
+    scene = SceneNet(SceneNetConfig())
+    with pytest.raises(ScorerError, match="one scene per image"):
+        scene_accuracy(scene, np.zeros((2, 64, 64, 3), np.uint8), [Scene()])
+
+
+@pytest.mark.skipif(os.environ.get(FULL_SCORERS_ENV) != "1", reason=f"set {FULL_SCORERS_ENV}=1 (takes minutes)")
+def test_full_scorers_reach_their_bars_on_held_out_identities(tmp_path):
+    report = train_scorers(tmp_path, ScorerPipelineConfig())
+    print(json.dumps(report, indent=1))
+    assert report["identity"]["roc_auc"] >= FULL_BARS["roc_auc"]
+    assert report["identity"]["top1_retrieval"] >= FULL_BARS["top1_retrieval"]
+    for factor in FACTORS:
+        assert report["scene"][factor] >= FULL_BARS["scene_factor"], factor
+    assert isinstance(load_scorer(tmp_path / "identity.safetensors"), IdentityNet)

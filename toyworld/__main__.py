@@ -1,0 +1,6 @@
+"""``python -m toyworld ...``: the toy world's command line (see cli.py)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""Scoring with the two toy-world CNNs: identity similarity and prompt (scene) alignment; their file format.
+
+Identity similarity is the cosine of identity embeddings (the toy analogue of ArcFace ID similarity);
+prompt alignment is the scene model's accuracy on the scene the prompt asked for. Models are saved
+as safetensors with ``{"toyworld_kind": "identity"|"scene", "config": <json>}`` in the metadata.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import ScorerError
+from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
+from .scene import FACTORS, Scene
+
+log = logging.getLogger(__name__)
+
+Images = Union[Sequence[Image.Image], np.ndarray, torch.Tensor]
+KINDS = {"identity": (IdentityNet, IdentityNetConfig), "scene": (SceneNet, SceneNetConfig)}
+BATCH = 256
+
+
+def to_batch(images: Images, size: int = 64) -> torch.Tensor:
+    """Images as ``[n, 3, size, size]`` floats in 0..1. Accepts PIL images, uint8 arrays
+    ``[n, h, w, 3]``, or float tensors ``[n, h, w, 3]`` (ComfyUI IMAGE) / ``[n, 3, h, w]`` in 0..1."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ScorerError("no images given: pass at least one image")
+        images = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ScorerError(f"numpy images must be uint8 [n, h, w, 3], got {images.dtype}: convert with .astype(np.uint8)")
+        images = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
+    if not isinstance(images, torch.Tensor):
+        raise ScorerError(f"images of type {type(images).__name__} are not supported: pass PIL images, a uint8 "
+                          "array [n, h, w, 3] or a float tensor [n, h, w, 3] in 0..1")
+    x = images.float()
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or 3 not in (x.shape[1], x.shape[-1]):
+        raise ScorerError(f"images of shape {tuple(images.shape)} are not [n, h, w, 3] or [n, 3, h, w]")
+    if x.shape[-1] == 3 and x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous()
+
+
+@torch.no_grad()
+def embed(model: IdentityNet, images: Images) -> torch.Tensor:
+    """Identity embeddings [n, d], unit length."""
+    model.eval()
+    x = to_batch(images, model.config.image_size)
+    return torch.cat([model(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+def identity_similarity(model: IdentityNet, images_a: Images, images_b: Images) -> torch.Tensor:
+    """Cosine similarity of every image of ``a`` with every image of ``b``: [len(a), len(b)]."""
+    return embed(model, images_a) @ embed(model, images_b).T
+
+
+def reference_similarity(model: IdentityNet, generated: Images, references: Images) -> torch.Tensor:
+    """For each generated image, its mean cosine to the reference identity's (held-out) renders: [n]."""
+    return identity_similarity(model, generated, references).mean(dim=1)
+
+
+@torch.no_grad()
+def predict_scenes(model: SceneNet, images: Images) -> dict[str, torch.Tensor]:
+    """The predicted value index of every factor: {factor: [n]}."""
+    model.eval()
+    x = to_batch(images, model.config.image_size)
+    outs = [model(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+    return {name: torch.cat([o[name] for o in outs]).argmax(dim=1) for name in outs[0]}
+
+
+def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Per factor, the fraction of images whose predicted value is the scene's; ``all``: every factor right."""
+    predicted = predict_scenes(model, images)
+    if len(scenes) != len(next(iter(predicted.values()))):
+        raise ScorerError(f"{len(scenes)} scenes for {len(next(iter(predicted.values())))} images: give one scene per image")
+    report, all_right = {}, torch.ones(len(scenes), dtype=torch.bool)
+    for factor, values in FACTORS.items():
+        target = torch.tensor([values.index(getattr(s, factor)) for s in scenes])
+        right = predicted[factor] == target
+        report[factor] = float(right.double().mean())
+        all_right &= right
+    report["all"] = float(all_right.double().mean())
+    return report
+
+
+def save_scorer(model: Union[IdentityNet, SceneNet], path) -> Path:
+    kind = "identity" if isinstance(model, IdentityNet) else "scene"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"toyworld_kind": kind, "config": json.dumps(asdict(model.config))})
+    return path
+
+
+def load_scorer(path) -> Union[IdentityNet, SceneNet]:
+    """A saved scoring model, in eval mode."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise ScorerError(f"scoring model {path} cannot be read ({err}): train one with "
+                          "`python toyworld/cli.py train-scorers OUT_DIR`") from None
+    kind = metadata.get("toyworld_kind")
+    if kind not in KINDS:
+        raise ScorerError(f"{path} is not a toy-world scoring model (metadata toyworld_kind={kind!r})")
+    net_class, config_class = KINDS[kind]
+    config = _config_from_json(config_class, metadata.get("config", "{}"))
+    model = net_class(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ScorerError(f"{path}: weights do not match their config ({err})") from None
+    return model.eval()
+
+
+def _config_from_json(config_class, text: str):
+    raw = json.loads(text)
+    known = {f.name for f in fields(config_class)}
+    return config_class(**{k: _tuples(v) for k, v in raw.items() if k in known})
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
