@@ -99,8 +99,10 @@ def save_weights(path: PathLike, encoder: SubjectEncoder, base_family: str) -> N
 
 
 def write_safetensors(path: PathLike, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Atomic write (temp file + rename, the temp named per process so concurrent writers never
+    share it): a reader sees the old file or the whole new one, never half of it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+from nested_attention_core.weights import write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,8 @@ class FeatureCache:
             return
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_safetensors(path, tensors, metadata)
         self.stats[f"{kind}_writes"] += 1
         self._remember(kind, key, tensors, metadata)
 
