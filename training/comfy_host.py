@@ -107,15 +107,7 @@ def load_pack():
     init = REPO_ROOT / "__init__.py"
     if not init.is_file():
         raise FileNotFoundError(f"the pack has no {init} yet")
-    spec = importlib.util.spec_from_file_location(PACK_NAME, init, submodule_search_locations=[str(REPO_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[PACK_NAME]
-        raise
-    return module
+    return load_module_file(PACK_NAME, init, package_dir=REPO_ROOT)
 
 
 def host_adapter():
@@ -123,11 +115,13 @@ def host_adapter():
     return load_pack().nodes.host_adapter
 
 
-def load_module_file(name: str, path: str | os.PathLike):
-    """Execute a Python file as module ``name`` (once), e.g. a file given to ``--extra-module``."""
+def load_module_file(name: str, path: str | os.PathLike, package_dir: str | os.PathLike | None = None):
+    """Execute a Python file as module ``name`` (once), e.g. a file given to ``--extra-module``;
+    with ``package_dir``, ``path`` is that package's ``__init__.py`` and its relative imports work."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
+    locations = None if package_dir is None else [str(package_dir)]
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=locations)
     if spec is None:
         raise HostNotFoundError(f"{path} is not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
