@@ -85,6 +85,7 @@ class SubjectBinding:
     sigma_start: float  # active while sigma_end <= sigma <= sigma_start
     sigma_end: float
     region: torch.Tensor | None = None  # [1 or latent batch, H, W] in [0, 1]
+    rule: object = None  # how the subject changes attention (see apply_binding); None: nested attention
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
@@ -169,7 +170,7 @@ class NestedAttentionPatch:
         step = extra.get(STEP_KEY)
         if step is None:
             return base
-        subjects = []
+        by_rule = {}  # rule -> [SubjectAttention], in the order of the bindings
         for binding in self.bindings:
             if not binding.active(step.sigma):
                 continue
@@ -179,10 +180,13 @@ class NestedAttentionPatch:
                 continue
             nested_keys, nested_values = binding.nested_kv(self.layer_id, q.device, q.dtype)
             query_mask = binding.query_mask(_token_grid(extra, q.shape[1]), q.shape[0], q.device)
-            subjects.append(SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask))
-        if not subjects:
-            return base
-        return add_nested_values(base, q, k, v, extra["n_heads"], subjects)
+            rule = getattr(binding, "rule", None) or add_nested_values
+            by_rule.setdefault(rule, []).append(
+                SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask))
+        out = base
+        for rule, subjects in by_rule.items():
+            out = rule(out, q, k, v, extra["n_heads"], subjects)
+        return out
 
 
 def _token_grid(extra, n_queries: int) -> tuple[int, int]:
@@ -223,13 +227,14 @@ def check_subject_words(words: list[str], positive_conds: list[dict]) -> None:
                 f"Put the word in the prompt, or set the subject's word to one of the prompt's words")
 
 
-def apply_subject(model, subject, strength: float, start_at: float, end_at: float, region=None):
-    """A clone of ``model`` whose cross-attention gives ``subject`` nested values. Chains."""
+def apply_subject(model, subject, strength: float, start_at: float, end_at: float, region=None, rule=None):
+    """A clone of ``model`` whose cross-attention gives ``subject`` nested values (or applies it by
+    ``rule``, see apply_binding). Chains."""
     check_fits_model(model, subject.base_family, subject.context_dim, subject_layers(subject),
                      f"subject {subject.word!r}")
     sampling = model.get_model_object("model_sampling")
     binding = SubjectBinding(subject, float(strength), float(sampling.percent_to_sigma(start_at)),
-                             float(sampling.percent_to_sigma(end_at)), region)
+                             float(sampling.percent_to_sigma(end_at)), region, rule)
     return apply_binding(model, binding)
 
 
@@ -238,7 +243,11 @@ def apply_binding(model, binding):
 
     A binding is anything with ``word``, ``strength``, ``active(sigma)``, ``nested_kv(layer_id,
     device, dtype)`` -> ([1 or rows, m, width] x 2) and ``query_mask(grid, rows, device)``: a frozen
-    ``SubjectBinding`` at inference, live encoder outputs when training.
+    ``SubjectBinding`` at inference, live encoder outputs when training. It may also have a ``rule``:
+    ``rule(base, q, k, v, heads, subjects: list[SubjectAttention]) -> out``, how its subjects change
+    the layer's output ``base``; None or absent is nested attention (``add_nested_values``). The
+    active subjects of a layer are grouped by rule, and each group, in the order of the bindings,
+    is applied to the output of the previous one.
     """
     patched = model.clone()
     options = patched.model_options["transformer_options"]
