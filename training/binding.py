@@ -36,8 +36,9 @@ class TrainingBinding:
     strength = 1.0
     word = SUBJECT_WORD
 
-    def __init__(self, live: LiveNested):
+    def __init__(self, live: LiveNested, rule=None):
         self.live = live
+        self.rule = rule  # the training method's attention rule; None: nested attention
 
     def __deepcopy__(self, memo):
         return self

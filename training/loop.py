@@ -26,7 +26,6 @@ from .samples import render_grid, sample_prompts
 from .session import TrainingSession
 from .state import (capture_rng, check_compatible, latest_state, load_state, prune_states, restore_rng, save_state,
                     seed_everything, state_path)
-from .step import encode_nested
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +78,13 @@ def micro_batch_loss(session: TrainingSession, plans) -> torch.Tensor:
     batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in,
                      session.config.seed, session.config.background_loss_weight).to(session.device)
     with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
-        nested = encode_nested(session.encoder, batch.references)
+        nested = session.method.nested(session.encoder, batch.references)
     return den.losses(batch, nested, session.autocast_dtype).mean()
 
 
 def optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, int, bool]:
     """One optimizer step; returns (mean loss over processes, grad norm, epoch, finite)."""
-    cfg, params = session.config, list(session.encoder.parameters())
+    cfg, params = session.config, session.parameters
     session.optimizer.zero_grad(set_to_none=True)
     total, finite, epoch = torch.zeros((), device=session.device), True, 0
     for micro in range(cfg.grad_accum):

@@ -2,7 +2,8 @@
 
 Each row is one sample prompt: the reference image, the prompt sampled without the subject, and the
 prompt sampled with the subject encoded by the current encoder and applied with
-``host_adapter.apply_subject``, exactly as the Subject and Apply nodes do. Sampling uses
+``host_adapter.apply_subject``, exactly as the Subject and Apply nodes do (by the run's training
+method, method.py: a baseline encodes and applies its subject its own way). Sampling uses
 ``comfy.sample.sample`` (the KSampler path) with the prompt's word positions in the conditioning,
 as *Nested Attention Text Encode* puts them there.
 """
@@ -16,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from nested_attention_core.subject import encode_subject
 
 from .data import TrainingData, reference_pixels
 from .errors import TrainingConfigError
@@ -76,8 +75,8 @@ def render_grid(session, prompts: list[SamplePrompt], path: Path) -> Path:
             positive = [[text.cond, _extra(text, adapter.PROMPT_KEY)]]
             reference = session.data.images[prompt.reference]
             features = store.reference(reference, None)
-            subject = encode_subject(session.encoder, features, prompt.word, models.family)
-            with_subject = adapter.apply_subject(models.patcher, subject, 1.0, 0.0, 1.0)
+            subject = session.method.subject(session.encoder, features, prompt.word, models.family)
+            with_subject = adapter.apply_subject(models.patcher, subject, 1.0, 0.0, 1.0, rule=session.method.rule)
             row = [_fit(reference_pixels(reference, None)[0], size)]
             for model in (models.patcher, with_subject):
                 latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, size // 8, size // 8))

@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .data import TrainingData, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
+from .method import NESTED
 from .models import BaseModels, build_encoder, load_base_models
 from .optim import autocast_dtype, make_grad_scaler, make_optimizer, make_scheduler
 from .step import Denoiser
@@ -37,8 +38,10 @@ class TrainingSession:
     data: TrainingData
     encoders: HostEncoders
     store: FeatureStore
-    encoder: torch.nn.Module  # nested_attention_core SubjectEncoder, trainable
+    encoder: torch.nn.Module  # nested_attention_core SubjectEncoder
     encoder_source: str
+    method: object  # what is trained and how the encoder reaches the UNet (method.py)
+    parameters: list  # the encoder's trained parameters: method.trainable(encoder)
     denoiser: Denoiser
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -69,10 +72,12 @@ def load_extra_modules(paths) -> None:
 
 
 def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
-                 models: Optional[BaseModels] = None) -> TrainingSession:
+                 models: Optional[BaseModels] = None, method=None) -> TrainingSession:
     """``models``: frozen base models already loaded for the same --checkpoint and --clip-vision (tests
-    and benchmarks reuse them; training never modifies them)."""
+    and benchmarks reuse them; training never modifies them). ``method``: a training method
+    (method.py), nested attention by default."""
     dist = dist or DistContext()
+    method = method or NESTED
     adapter = host_adapter()
     load_extra_modules(config.extra_module)
     models = models or load_base_models(config, adapter)
@@ -86,18 +91,22 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     store = FeatureStore(encoders, cache, checkpoint_id, clip_vision_id, config.resolution)
 
     encoder, source = build_encoder(config, models, adapter)
-    denoiser = Denoiser(models.patcher, adapter)
+    method.prepare(encoder)
+    denoiser = Denoiser(models.patcher, adapter, method.rule)
     denoiser.load()
     encoder.to(denoiser.device)
     broadcast_module(encoder, dist)
-    optimizer = make_optimizer(encoder, config)
+    parameters = list(method.trainable(encoder))
+    optimizer = make_optimizer(parameters, config)
     amp = autocast_dtype(config.precision, denoiser.device)
-    identity = {"checkpoint": checkpoint_id, "clip_vision": clip_vision_id,
+    identity = {"checkpoint": checkpoint_id, "clip_vision": clip_vision_id, "method": method.name,
                 "encoder_config": encoder.config.to_json(), "layers": layers_to_json(encoder.layers)}
-    log.info("base model %s (%s, %d cross-attention layers, %s), encoder %s (%s, %.1fM parameters), %d images of "
-             "%d subjects, words %s", models.checkpoint.name, models.family, len(models.layers), denoiser.kind,
-             source, json.loads(encoder.config.to_json()), sum(p.numel() for p in encoder.parameters()) / 1e6,
+    log.info("base model %s (%s, %d cross-attention layers, %s), method %s, encoder %s (%s, %.1fM parameters, "
+             "%.1fM trained), %d images of %d subjects, words %s", models.checkpoint.name, models.family,
+             len(models.layers), denoiser.kind, method.name, source, json.loads(encoder.config.to_json()),
+             sum(p.numel() for p in encoder.parameters()) / 1e6, sum(p.numel() for p in parameters) / 1e6,
              len(data), len(data.subjects), data.words())
-    return TrainingSession(config, dist, adapter, models, data, encoders, store, encoder, source, denoiser, optimizer,
-                           make_scheduler(optimizer, config), make_grad_scaler(amp, denoiser.device), amp,
+    return TrainingSession(config, dist, adapter, models, data, encoders, store, encoder, source, method, parameters,
+                           denoiser, optimizer, make_scheduler(optimizer, config),
+                           make_grad_scaler(amp, denoiser.device), amp,
                            DataOrder(len(data), config.batch_size, dist, config.seed), identity)

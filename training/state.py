@@ -25,6 +25,7 @@ from .errors import ResumeError
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+UNRECORDED_IDENTITY = {"method": "nested"}  # states written before the identity recorded the method
 _STATE_NAME = re.compile(r"^state-(\d+)\.pt$")
 
 
@@ -108,12 +109,14 @@ def load_state(path: Path) -> dict:
 
 
 def check_compatible(path: Path, state: dict, config_json: str, identity: dict) -> None:
-    """Raise ResumeError if the state was made for other models or another encoder; warn on other changes."""
+    """Raise ResumeError if the state was made for other models, another encoder or another training
+    method; warn on other changes."""
+    then_identity = {**UNRECORDED_IDENTITY, **state.get("identity", {})}
     for key, value in identity.items():
-        if state.get("identity", {}).get(key) != value:
+        if then_identity.get(key) != value:
             raise ResumeError(f"--resume {path} was made with another {key.replace('_', ' ')} "
-                              f"({state.get('identity', {}).get(key)!r}, now {value!r}): resume with the same "
-                              "--checkpoint, --clip-vision and encoder, or start a new --output")
+                              f"({then_identity.get(key)!r}, now {value!r}): resume with the same "
+                              "--checkpoint, --clip-vision, encoder and method, or start a new --output")
     then, now = json.loads(state["config"]), json.loads(config_json)
     changed = sorted(k for k in now if k not in REPORTING_FIELDS and then.get(k) != now[k])
     structural = [k for k in changed if k in STRUCTURAL_FIELDS]

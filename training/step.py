@@ -17,12 +17,13 @@ import torch
 from .batch import Batch
 from .binding import LiveNested, TrainingBinding
 from .loss import denoising_losses, parameterization
+from .method import NESTED
 
 
 class Denoiser:
-    def __init__(self, patcher, adapter):
+    def __init__(self, patcher, adapter, rule=None):
         self.live = LiveNested()
-        model = adapter.apply_binding(patcher, TrainingBinding(self.live))
+        model = adapter.apply_binding(patcher, TrainingBinding(self.live, rule))
         self.plain = patcher  # the unpatched model: the "no adapter" reference and the sampling base
         self.patched = model
         self.base = model.model  # comfy.model_base.BaseModel, shared by every clone
@@ -83,7 +84,7 @@ class Denoiser:
 
 def encode_nested(encoder, references: torch.Tensor) -> dict:
     """Reference features [B, T, F] -> {layer id: (nested keys, nested values) [B, N, width]}."""
-    return encoder.nested_keys_values(encoder.encode(references))
+    return NESTED.nested(encoder, references)
 
 
 def _autocast(device: torch.device, dtype):

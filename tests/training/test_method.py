@@ -1,0 +1,34 @@
+"""The training method: nested attention by default, and a state resumes only with its own method."""
+from __future__ import annotations
+
+import pytest
+
+
+def test_nested_attention_is_the_default_and_trains_every_parameter(training, sdxl_models, helpers, tiny_models,
+                                                                     tmp_path):
+    from nested_attention_training.method import NESTED
+    from nested_attention_training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"alice": 2})
+    session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", cache=False), models=sdxl_models)
+    assert session.method is NESTED and session.identity["method"] == "nested"
+    params = list(session.encoder.parameters())
+    assert len(session.parameters) == len(params) and all(a is b for a, b in zip(session.parameters, params))
+    assert session.optimizer.param_groups[0]["params"] == session.parameters
+    replaces = session.denoiser.patched.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert all(patch.bindings[0].rule is None for patch in replaces.values())
+
+
+def test_a_state_resumes_only_with_the_method_that_made_it(training):
+    from nested_attention_training.errors import ResumeError
+    from nested_attention_training.state import check_compatible
+
+    identity = {"checkpoint": "c", "method": "single_token"}
+    state = {"identity": dict(identity), "config": "{}"}
+    check_compatible("s.pt", state, "{}", identity)
+    with pytest.raises(ResumeError, match=r"another method \('single_token', now 'nested'\)"):
+        check_compatible("s.pt", state, "{}", {**identity, "method": "nested"})
+    older = {"identity": {"checkpoint": "c"}, "config": "{}"}  # written before the method was recorded
+    check_compatible("s.pt", older, "{}", {**identity, "method": "nested"})
+    with pytest.raises(ResumeError, match="another method"):
+        check_compatible("s.pt", older, "{}", identity)
