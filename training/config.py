@@ -90,8 +90,9 @@ class TrainConfig:
                              group="training")
     max_grad_norm: float = flag(1.0, help="Gradient clipping by global norm (0 = off).", group="training")
     precision: str = flag("auto", help="Mixed precision on CUDA (autocast, and the frozen UNet loaded in that dtype): "
-                                       "auto = bf16 where supported, else fp16 (with gradient scaling); always fp32 "
-                                       "on the CPU.", group="training", choices=PRECISIONS)
+                                       "auto = bf16 where supported, else fp16 (with gradient scaling). On the CPU "
+                                       "fp32, or bf16 autocast when asked for with bf16.", group="training",
+                          choices=PRECISIONS)
     seed: int = flag(0, help="Seed of data order, noise, timesteps, dropout and initialisation.", group="training")
     drop_text: float = flag(0.05, help="Probability that a caption is replaced by the bare subject word (text "
                                        "dropped, subject kept).", group="training")

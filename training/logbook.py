@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 class Logbook:
-    def __init__(self, path: Path, enabled: bool, total_steps: int, first_step: int, progress_bar: bool):
+    def __init__(self, path: Path, enabled: bool, total_steps: int, first_step: int, progress_bar: bool,
+                 name: str = "nested attention"):
         self.enabled = enabled
         self.path = Path(path)
         self._file = None
@@ -24,7 +25,7 @@ class Logbook:
             if progress_bar:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total_steps, initial=first_step, desc="nested attention", unit="step",
+                self._bar = tqdm(total=total_steps, initial=first_step, desc=name, unit="step",
                                  dynamic_ncols=True, smoothing=0.05)
 
     def write(self, record: dict) -> None:

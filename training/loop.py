@@ -149,7 +149,8 @@ def train(session: TrainingSession) -> TrainResult:
     events: list = []
     seed_everything(cfg.seed, dist.rank)
     start = resume(session, events) if cfg.resume else 0
-    logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar)
+    name = "nested attention" if session.method.name == "nested" else f"{session.method.name} (baseline)"
+    logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar, name)
     prompts = sample_prompts(session.data, cfg.sample_prompts, cfg.sample_count, session.has_word) \
         if cfg.sample_every and dist.is_main else []
     if start == 0:

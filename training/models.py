@@ -70,7 +70,8 @@ def load_base_models(config: TrainConfig, adapter) -> BaseModels:
 
     from .optim import autocast_dtype
 
-    amp = autocast_dtype(config.precision, comfy.model_management.get_torch_device())
+    amp_device = comfy.model_management.get_torch_device()
+    amp = autocast_dtype(config.precision, amp_device)
 
     checkpoint = resolve_model_file(config.checkpoint, "checkpoints", "--checkpoint")
     clip_vision_path = resolve_model_file(config.clip_vision, "clip_vision", "--clip-vision")
@@ -78,7 +79,7 @@ def load_base_models(config: TrainConfig, adapter) -> BaseModels:
         patcher, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
             str(checkpoint), output_vae=True, output_clip=True,
             embedding_directory=folder_paths.get_folder_paths("embeddings"),
-            model_options={"dtype": amp} if amp is not None else {})
+            model_options={"dtype": amp} if amp is not None and amp_device.type == "cuda" else {})
     except RuntimeError as err:
         raise TrainingConfigError(f"--checkpoint {checkpoint} cannot be loaded by ComfyUI ({err}); give a single-file "
                                   "SD1.5 or SDXL checkpoint") from None

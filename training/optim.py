@@ -40,8 +40,11 @@ def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
 
 
 def autocast_dtype(precision: str, device: torch.device):
-    """The autocast dtype for ``--precision`` on ``device``; None = plain fp32 (always on the CPU)."""
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype for ``--precision`` on ``device``; None = plain fp32. On the CPU only an
+    explicit ``bf16`` autocasts (about twice as fast on CPUs with bf16 instructions)."""
+    if device.type != "cuda":
+        return torch.bfloat16 if precision == "bf16" else None
+    if precision == "fp32":
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
