@@ -73,17 +73,21 @@ def iter_renders(samples: Iterable[Sample], size: int = 64) -> Iterator[tuple[Sa
         yield sample, np.asarray(render(identity, sample.scene, sample.variation_seed, size))
 
 
-def render_array(samples: Sequence[Sample], size: int = 64) -> np.ndarray:
-    """All renders of ``samples`` as one uint8 array [n, size, size, 3]."""
+def render_array(samples: Sequence[Sample], size: int = 64, progress=None) -> np.ndarray:
+    """All renders of ``samples`` as one uint8 array [n, size, size, 3]; ``progress(1)`` after each."""
     out = np.empty((len(samples), size, size, 3), np.uint8)
     for i, (_, image) in enumerate(iter_renders(samples, size)):
         out[i] = image
+        if progress is not None:
+            progress(1)
     return out
 
 
 def write_training_folder(root, domains: Sequence[str], identity_ids: Iterable[int], per_identity: int,
-                          seed: int = 0, size: int = 64, masks: bool = True, allow_heldout: bool = False) -> Path:
-    """Render ``per_identity`` images of every identity into ``root`` (which must be empty or new)."""
+                          seed: int = 0, size: int = 64, masks: bool = True, allow_heldout: bool = False,
+                          progress=None) -> Path:
+    """Render ``per_identity`` images of every identity into ``root`` (which must be empty or new).
+    ``progress(n)`` is called after each image (e.g. a tqdm bar's ``update``)."""
     root = Path(root)
     ids = list(identity_ids)
     heldout = [i for i in ids if is_heldout(i)]
@@ -112,6 +116,8 @@ def write_training_folder(root, domains: Sequence[str], identity_ids: Iterable[i
         if masks:
             rendered.mask.save(folder / MASK_FOLDER / f"{name}.png")
         manifest.append({"file": f"{sample.key}/{name}.png", **asdict(sample), "box": list(rendered.box)})
+        if progress is not None:
+            progress(1)
     for words_file in WORDS_FILES:
         (root / words_file).write_text(json.dumps(words, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     (root / MANIFEST_FILE).write_text(json.dumps({"seed": seed, "size": size, "images": manifest}, indent=1) + "\n",

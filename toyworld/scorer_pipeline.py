@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from .dataset import Sample, make_samples, render_array
+from .progress import progress_bar
 from .errors import ScorerError
 from .identity import DOMAINS, HELDOUT_START, IDENTITY_COUNT, heldout_ids, train_ids
 from .metrics import retrieval_top1, verification
 from .nets import IdentityNet, SceneNet, parameter_count
 from .scene import STYLES
-from .scorer_training import (FitConfig, attribute_targets, identity_labels, scene_labels, train_identity_net,
-                              train_scene_net)
+from .scorer_training import (FitConfig, attribute_targets, fit_steps, identity_labels, scene_labels,
+                              train_identity_net, train_scene_net)
 from .scoring import embed, save_scorer, scene_accuracy
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,27 @@ class ScorerPipelineConfig:
             raise ScorerError("eval_renders_per_identity must be at least 2 (a gallery render and a probe)")
 
 
-def train_scorers(out_dir, config: ScorerPipelineConfig = ScorerPipelineConfig()) -> dict:
+def train_scorers(out_dir, config: ScorerPipelineConfig = ScorerPipelineConfig(), bar=None) -> dict:
+    """``bar(total, desc)``: a progress bar (tqdm-like context manager) per step, or None."""
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     timings = {}
     t = time.perf_counter()
     samples = make_samples(DOMAINS, train_ids()[:config.train_ids_per_domain], config.renders_per_identity, config.seed)
-    images = render_array(samples)
+    with progress_bar(bar, len(samples), "scorers: renders") as progress:
+        images = render_array(samples, progress=progress.update)
     timings["render_train_s"] = time.perf_counter() - t
     log.info("rendered %d training images in %.0f s", len(images), timings["render_train_s"])
 
     t = time.perf_counter()
     labels = identity_labels(samples)[0] if config.identity_weight > 0 else None
-    identity_net = train_identity_net(images, attribute_targets(samples), config.identity_fit, labels=labels,
-                                      identity_weight=config.identity_weight)
+    with progress_bar(bar, fit_steps(len(images), config.identity_fit), "scorers: identity net") as progress:
+        identity_net = train_identity_net(images, attribute_targets(samples), config.identity_fit, labels=labels,
+                                          identity_weight=config.identity_weight, progress=progress.update)
     timings["train_identity_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    scene_net = train_scene_net(images, scene_labels(samples), config.scene_fit)
+    with progress_bar(bar, fit_steps(len(images), config.scene_fit), "scorers: scene net") as progress:
+        scene_net = train_scene_net(images, scene_labels(samples), config.scene_fit, progress=progress.update)
     timings["train_scene_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

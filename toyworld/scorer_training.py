@@ -59,7 +59,7 @@ def attribute_targets(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
 
 def train_identity_net(images: np.ndarray, attributes: dict[str, np.ndarray], fit: FitConfig,
                        config: IdentityNetConfig = IdentityNetConfig(), labels: Optional[np.ndarray] = None,
-                       identity_weight: float = 1.0) -> IdentityNet:
+                       identity_weight: float = 1.0, progress: Optional[Callable] = None) -> IdentityNet:
     """images: uint8 [n, 64, 64, 3]; attributes: {head: [n] value indices, -1 = not this head's domain};
     labels: [n] training-identity classes for the CosFace head (None: attribute heads only)."""
     torch.manual_seed(fit.seed)
@@ -78,12 +78,12 @@ def train_identity_net(images: np.ndarray, attributes: dict[str, np.ndarray], fi
             loss = loss + identity_weight * F.cross_entropy(model.class_logits(unit, identities[idx]), identities[idx])
         return loss
 
-    _fit(model, images, loss_fn, fit, "identity")
+    _fit(model, images, loss_fn, fit, "identity", progress)
     return model.eval()
 
 
 def train_scene_net(images: np.ndarray, labels: dict[str, np.ndarray], fit: FitConfig,
-                    config: Optional[SceneNetConfig] = None) -> SceneNet:
+                    config: Optional[SceneNetConfig] = None, progress: Optional[Callable] = None) -> SceneNet:
     """images: uint8 [n, 64, 64, 3]; labels: {factor: [n] value indices}."""
     torch.manual_seed(fit.seed)
     model = SceneNet(config or SceneNetConfig())
@@ -93,12 +93,19 @@ def train_scene_net(images: np.ndarray, labels: dict[str, np.ndarray], fit: FitC
         logits = model(x)
         return sum(F.cross_entropy(logits[f], targets[f][idx]) for f in logits)
 
-    _fit(model, images, loss_fn, fit, "scene")
+    _fit(model, images, loss_fn, fit, "scene", progress)
     return model.eval()
 
 
-def _fit(model: torch.nn.Module, images: np.ndarray, loss_fn: Callable, fit: FitConfig, name: str) -> None:
-    """AdamW with a cosine schedule over ``fit.epochs`` shuffled passes; augmentation on the fly."""
+def fit_steps(count: int, fit: FitConfig) -> int:
+    """Optimizer steps of ``_fit`` on ``count`` images."""
+    return fit.epochs * math.ceil(count / fit.batch_size)
+
+
+def _fit(model: torch.nn.Module, images: np.ndarray, loss_fn: Callable, fit: FitConfig, name: str,
+         progress: Optional[Callable] = None) -> None:
+    """AdamW with a cosine schedule over ``fit.epochs`` shuffled passes; augmentation on the fly.
+    ``progress(1)`` after every step."""
     generator = torch.Generator().manual_seed(fit.seed)
     steps_per_epoch = math.ceil(len(images) / fit.batch_size)
     total = fit.epochs * steps_per_epoch
@@ -120,6 +127,8 @@ def _fit(model: torch.nn.Module, images: np.ndarray, loss_fn: Callable, fit: Fit
             schedule.step()
             running += float(loss.detach())
             step += 1
+            if progress is not None:
+                progress(1)
         log.info("%s net: epoch %d/%d, loss %.3f, %.0f s", name, epoch + 1, fit.epochs, running / steps_per_epoch,
                  time.perf_counter() - start)
 

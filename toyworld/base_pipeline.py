@@ -1,0 +1,110 @@
+"""Build the toy base model: VAE, frozen text encoder and CLIP vision tower, UNet; write the files.
+
+``build_base`` writes, under ``out_dir/models`` (a ComfyUI ``models/`` layout):
+
+* ``checkpoints/toyworld_base.safetensors``: UNet + text encoder + TAESD-shaped VAE, fp16, the
+  single-file layout of ComfyUI's CheckpointSave;
+* ``clip_vision/toyworld_clip_vision.safetensors``: the frozen CLIP vision tower, fp16.
+
+The UNet is trained on the model as ComfyUI loads it: a provisional checkpoint (fresh UNet, the
+trained VAE, the text encoder) is written first and loaded through ComfyUI's own loader, so a
+file ComfyUI cannot read fails here, before any training time is spent.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base_model import (CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_clip_vision,
+                         new_model, new_text_encoder_state, save_file)
+from .scene import all_scenes, caption, caption_two
+from .host import load_host
+from .identity import DOMAINS
+from .progress import progress_bar
+from .unet_training import UNetTrainConfig, encode_captions, train_unet
+from .vae_training import VaeTrainConfig, raw_latents, reconstruction_error, train_taesd
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
+    unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    seed: int = 0
+
+
+def world_captions() -> list[str]:
+    """Every caption the world writes (one subject of each domain, and two subjects), then ""."""
+    scenes = all_scenes()
+    texts = [caption(d, s) for d in DOMAINS for s in scenes]
+    texts += [caption_two(s, side) for s in scenes for side in ("left", "right")]
+    return sorted(set(texts)) + [""]
+
+
+def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseConfig, bar=None,
+               heldout_images: np.ndarray | None = None) -> dict:
+    """Train and write the base model from uint8 images [N, 64, 64, 3] and their captions.
+
+    ``bar(total, desc)`` makes a progress bar (tqdm-like) or is None. Returns the report (also
+    written to ``out_dir/base_report.json``)."""
+    load_host()
+    out_dir = Path(out_dir)
+    models_dir = out_dir / "models"
+    report: dict = {"config": asdict(config), "images": int(len(images))}
+
+    started = time.perf_counter()
+    with progress_bar(bar, config.vae.steps, "base: VAE") as progress:
+        vae = train_taesd(images, config.vae, progress)
+    check = heldout_images if heldout_images is not None else images[:256]
+    report["vae"] = {"seconds": round(time.perf_counter() - started, 1),
+                     "heldout_l1": round(reconstruction_error(vae, check[:256]), 4),
+                     "vae_scale": float(vae.vae_scale), "vae_shift": float(vae.vae_shift)}
+
+    vocabulary = world_captions()
+    text_state = new_text_encoder_state(vocabulary, config.seed)
+    save_file(new_clip_vision(config.seed).model.state_dict(), models_dir / "clip_vision" / CLIP_VISION_NAME,
+              {"toyworld": "clip_vision", "seed": config.seed})
+
+    # A provisional checkpoint with the fresh UNet, loaded back through ComfyUI's loader.
+    provisional = out_dir / "provisional_base.safetensors"
+    save_file(checkpoint_state(new_model(config.seed), text_state, vae.state_dict()), provisional,
+              {"toyworld": "provisional"}, dtype=torch.float32)
+    patcher, clip, comfy_vae = load_checkpoint(provisional)
+    model = patcher.model
+
+    started = time.perf_counter()
+    # raw latents -> what the VAE node outputs (TAESD's own scale/shift) -> what the UNet takes
+    latents = model.process_latent_in(raw_to_vae_latent(vae, raw_latents(vae, images)))
+    unique = sorted(set(captions))
+    if "" not in unique:
+        unique.append("")
+    index = {text: i for i, text in enumerate(unique)}
+    conds = encode_captions(clip, unique)
+    caption_ids = torch.tensor([index[c] for c in captions])
+    report["latents"] = {"mean": float(latents.mean()), "std": float(latents.std()),
+                         "seconds": round(time.perf_counter() - started, 1)}
+
+    started = time.perf_counter()
+    with progress_bar(bar, config.unet.steps, "base: UNet") as progress:
+        losses = train_unet(model, latents, caption_ids, conds, index[""], config.unet, progress)
+    report["unet"] = {"seconds": round(time.perf_counter() - started, 1),
+                      "loss_first_100": round(float(np.mean(losses[:100])), 4),
+                      "loss_last_100": round(float(np.mean(losses[-100:])), 4),
+                      "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
+
+    checkpoint = save_file(checkpoint_state(model, clip.get_sd(), vae.state_dict()),
+                           models_dir / "checkpoints" / CHECKPOINT_NAME,
+                           {"toyworld": "base", "config": json.dumps(asdict(config))})
+    provisional.unlink()
+    report["files"] = {"checkpoint": str(checkpoint), "clip_vision": str(models_dir / "clip_vision" / CLIP_VISION_NAME)}
+    (out_dir / "base_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def raw_to_vae_latent(vae, raw: torch.Tensor) -> torch.Tensor:
+    """TAESD.encode's output for a raw encoder output."""
+    return raw / vae.vae_scale.float() + vae.vae_shift.float()

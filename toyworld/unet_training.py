@@ -1,0 +1,93 @@
+"""The toy base's UNet, trained from scratch on the world's latents and captions.
+
+The model is ComfyUI's own ``BaseModel`` as loaded from the toy checkpoint, so the training sees
+exactly what sampling will: the SD1.5 discrete schedule and eps parameterisation of its
+``model_sampling``, ``apply_model``'s input scaling, and the frozen text encoder's conditioning
+through ComfyUI's CLIP wrapper. Loss: the trainer's ``denoising_losses`` (eps MSE), timesteps
+uniform over 0..999, captions dropped to "" with some probability (for classifier-free guidance),
+AdamW with warm-up and cosine decay, and an exponential moving average of the weights that is
+what gets saved.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class UNetTrainConfig:
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 3e-4
+    warmup: int = 200
+    drop_caption: float = 0.1
+    ema: float = 0.999
+    seed: int = 0
+    bf16: bool = True
+
+
+@torch.no_grad()
+def encode_captions(clip, captions: list[str]) -> torch.Tensor:
+    """[U, 77, width] conditioning of each caption through ComfyUI's CLIP (as CLIPTextEncode)."""
+    return torch.cat([clip.encode_from_tokens(clip.tokenize(text)).float() for text in captions])
+
+
+def _lr_lambda(config: UNetTrainConfig):
+    import math
+
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: torch.Tensor, empty_id: int,
+               config: UNetTrainConfig, progress=None) -> list[float]:
+    """Train ``model.diffusion_model`` in place (ends holding the EMA weights).
+
+    latents: [N, 4, h, w] as the model takes them (``process_latent_in`` applied); caption_ids: [N]
+    rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout).
+    Returns the loss of every step.
+    """
+    from nested_attention_training.loss import denoising_losses
+
+    net = model.diffusion_model.train().requires_grad_(True)
+    params = [p for p in net.parameters()]
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    sampling = model.model_sampling
+    gen = torch.Generator().manual_seed(config.seed)
+    losses = []
+    for step in range(config.steps):
+        idx = torch.randint(0, len(latents), (config.batch,), generator=gen)
+        x0 = latents[idx]
+        ids = torch.where(torch.rand(config.batch, generator=gen) < config.drop_caption,
+                          torch.full_like(idx, empty_id), caption_ids[idx])
+        t = torch.randint(0, sampling.num_timesteps, (config.batch,), generator=gen)
+        sigma = sampling.sigma(t).float()
+        noise = torch.randn(x0.shape, generator=gen)
+        x_noisy = sampling.noise_scaling(sigma, noise, x0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            denoised = model.apply_model(x_noisy, sigma, c_crossattn=conds[ids])
+        loss = denoising_losses("eps", sigma, x_noisy, denoised.float(), x0).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(config.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    net.eval().requires_grad_(False)
+    return losses
