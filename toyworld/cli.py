@@ -3,6 +3,7 @@
     python toyworld/cli.py preview OUT.png            contact sheet: identities x scenes, two-subject renders
     python toyworld/cli.py train-scorers OUT_DIR      train and measure the identity and scene models
     python toyworld/cli.py write-dataset ROOT         a training folder in the trainer's layout
+    python toyworld/cli.py experiment OUT_DIR         the whole experiment (data, scorers, base, encoders, evaluation)
 
 (or ``python -m toyworld ...`` from the repository root). ``--help`` on each command lists its flags.
 """
@@ -22,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: put the repository root, not t
 
 from .dataset import write_training_folder  # noqa: E402
 from .errors import ToyWorldError  # noqa: E402
+from .experiment import PRESETS, STAGES, run as run_experiment  # noqa: E402
 from .identity import DOMAINS, HELDOUT_START  # noqa: E402
 from .preview import contact_sheet, default_identities  # noqa: E402
 from .scorer_pipeline import ScorerPipelineConfig, train_scorers  # noqa: E402
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-masks", action="store_true", help="do not write subject masks")
     data.add_argument("--allow-heldout", action="store_true",
                       help=f"allow held-out identities (ids >= {HELDOUT_START}), e.g. for evaluation references")
+
+    experiment = commands.add_parser("experiment", help="run the experiment's stages (finished stages are skipped)")
+    experiment.add_argument("out_dir", type=Path, help="output folder (data, models, runs, results)")
+    experiment.add_argument("--preset", default="full", choices=sorted(PRESETS),
+                            help="full: the published experiment (<= 90 min on 2 cores); smoke: tiny sizes (default: full)")
+    experiment.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                            help="stages to run, in order (default: all)")
     return parser
 
 
@@ -93,6 +102,8 @@ def main(argv=None) -> int:
                 scene_fit=FitConfig(epochs=args.scene_epochs, seed=args.seed))
             report = train_scorers(args.out_dir, config)
             log.info("held-out report:\n%s", json.dumps({k: report[k] for k in ("identity", "scene", "timings")}, indent=1))
+        elif args.command == "experiment":
+            run_experiment(args.out_dir, args.preset, args.stages)
         else:
             write_training_folder(args.root, args.domains, range(args.first_id, args.first_id + args.ids), args.renders,
                                   seed=args.seed, size=args.size, masks=not args.no_masks,

@@ -1,0 +1,233 @@
+"""The toy-world experiment, stage by stage: data, scorers, base model, encoders, evaluation.
+
+    python toyworld/cli.py experiment OUT_DIR            # everything (preset "full", <= 90 min, 2 cores)
+    python toyworld/cli.py experiment OUT_DIR --preset smoke   # the same pipeline at tiny size
+
+Each stage writes into its own folder of OUT_DIR and a ``<stage>.done.json`` stamp with its
+config and wall time; a stage whose stamp matches the current config is skipped, so an interrupted
+run continues where it stopped. Every stage shows a progress bar.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .base_pipeline import BaseConfig, build_base
+from .evaluation import EvalConfig
+from .generation import SamplerSettings
+from .progress import tqdm_bar
+from .publish import METHODS, publish, run_evaluation
+from .dataset import MANIFEST_FILE, write_training_folder
+from .identity import DOMAINS, heldout_ids, sample_identity, train_ids
+from .render import render_two
+from .rng import key_seed
+from .scene import caption_two, sample_scene
+from .scorer_pipeline import ScorerPipelineConfig, train_scorers
+from .scorer_training import FitConfig
+from .unet_training import UNetTrainConfig
+from .vae_training import VaeTrainConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "scorers", "base", "encoders", "publish", "evaluate")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    ids_per_domain: int = 1800  # training identities 0..n-1 of each domain
+    renders_per_identity: int = 5
+    pairs: int = 6000  # two-subject images (a person and a dog) for the base model
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EncoderStageConfig:
+    """The one budget every method trains with (the trainer's flags of the same names)."""
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 100
+    num_tokens: int = 8
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    dim_head: int = 32
+    ff_mult: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    scorers: ScorerPipelineConfig = field(default_factory=ScorerPipelineConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    encoders: EncoderStageConfig = field(default_factory=EncoderStageConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+PRESETS = {
+    "full": ExperimentConfig(),
+    "smoke": ExperimentConfig(
+        data=DataConfig(ids_per_domain=12, renders_per_identity=3, pairs=16),
+        scorers=ScorerPipelineConfig(train_ids_per_domain=12, renders_per_identity=2, eval_ids_per_domain=4,
+                                     eval_renders_per_identity=2, identity_fit=FitConfig(epochs=1),
+                                     scene_fit=FitConfig(epochs=1)),
+        base=BaseConfig(vae=VaeTrainConfig(steps=3, batch=4), unet=UNetTrainConfig(steps=3, batch=4, warmup=1)),
+        encoders=EncoderStageConfig(steps=2, batch=4, warmup=1, num_tokens=2, width=32, depth=1, heads=2, dim_head=16),
+        evaluation=EvalConfig(ids_per_domain=1, gallery=2, pairs=1, sampler=SamplerSettings(steps=2))),
+}
+
+
+class Stages:
+    """Stamps of finished stages under the output folder."""
+
+    def __init__(self, out_dir: Path, config: ExperimentConfig):
+        self.out_dir, self.config = out_dir, config
+
+    def stamp(self, stage: str) -> Path:
+        return self.out_dir / f"{stage}.done.json"
+
+    def config_of(self, stage: str) -> dict:
+        parts = {"data": ["data"], "scorers": ["scorers"], "base": ["data", "base"],
+                 "encoders": ["data", "base", "encoders"]}.get(stage, list(asdict(self.config)))
+        return {part: asdict(getattr(self.config, part)) for part in parts}
+
+    def done(self, stage: str) -> bool:
+        try:
+            return json.loads(self.stamp(stage).read_text())["config"] == json.loads(json.dumps(self.config_of(stage)))
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def finish(self, stage: str, seconds: float, **extra) -> None:
+        self.stamp(stage).write_text(json.dumps({"config": self.config_of(stage), "seconds": round(seconds, 1),
+                                                 **extra}, indent=1) + "\n")
+
+
+def pair_samples(count: int, seed: int, ids) -> list[dict]:
+    """Two-subject renders: a random person and dog of ``ids``, a random scene and side."""
+    out = []
+    ids = list(ids)
+    for n in range(count):
+        key = ("toyworld-pair", seed, n)
+        person_id, pet_id = ids[key_seed(*key, "person") % len(ids)], ids[key_seed(*key, "pet") % len(ids)]
+        side = "left" if key_seed(*key, "side") % 2 == 0 else "right"
+        out.append({"person": person_id, "pet": pet_id, "scene": sample_scene(*key), "side": side,
+                    "seed": key_seed(*key, "variation") & 0x7FFFFFFF})
+    return out
+
+
+def render_pairs(pairs: list[dict], progress=None) -> tuple[np.ndarray, list[str]]:
+    images, captions = np.empty((len(pairs), 64, 64, 3), np.uint8), []
+    for i, p in enumerate(pairs):
+        rendered = render_two(sample_identity("person", p["person"]), sample_identity("pet", p["pet"]), p["scene"],
+                              p["seed"], 64, person_side=p["side"])
+        images[i] = np.asarray(rendered.image)
+        captions.append(caption_two(p["scene"], p["side"]))
+        if progress is not None:
+            progress(1)
+    return images, captions
+
+
+def run_data(out_dir: Path, config: DataConfig) -> None:
+    folder = out_dir / "data" / "train"
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)  # a stale, unfinished folder (the stage stamp is missing)
+    ids = train_ids()[:config.ids_per_domain]
+    singles = len(DOMAINS) * len(ids) * config.renders_per_identity
+    with tqdm_bar(singles + config.pairs, "data: renders") as bar:
+        write_training_folder(folder, DOMAINS, ids, config.renders_per_identity, config.seed, progress=bar.update)
+        images, captions = render_pairs(pair_samples(config.pairs, config.seed, ids), bar.update)
+    np.savez(out_dir / "data" / "pairs.npz", images=images, captions=np.array(captions))
+
+
+def training_images(out_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """Every single-subject image of the training folder and every pair, with captions."""
+    from .scene import Scene, caption
+
+    folder = out_dir / "data" / "train"
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())["images"]
+    images = np.stack([np.asarray(Image.open(folder / item["file"]).convert("RGB")) for item in manifest])
+    captions = [caption(item["domain"], Scene(**item["scene"])) for item in manifest]
+    pairs = np.load(out_dir / "data" / "pairs.npz")
+    return np.concatenate([images, pairs["images"]]), captions + [str(c) for c in pairs["captions"]]
+
+
+def run_base(out_dir: Path, config: ExperimentConfig) -> dict:
+    images, captions = training_images(out_dir)
+    from .dataset import make_samples, render_array
+
+    heldout = render_array(make_samples(DOMAINS, heldout_ids()[:64], 2, 7))
+    return build_base(images, captions, out_dir / "base", config.base, tqdm_bar, heldout_images=heldout)
+
+
+def run(out_dir, preset: str = "full", stages=STAGES) -> None:
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = PRESETS[preset]
+    book = Stages(out_dir, config)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for stage in stages:
+        if book.done(stage):
+            log.info("stage %s: done before, skipped (%s)", stage, book.stamp(stage))
+            continue
+        started = time.perf_counter()
+        if stage == "data":
+            run_data(out_dir, config.data)
+            extra = {}
+        elif stage == "scorers":
+            scorers = replace(config.scorers, threads=torch.get_num_threads())
+            extra = {"report": _scorer_summary(train_scorers(out_dir / "scorers", scorers, tqdm_bar))}
+        elif stage == "base":
+            extra = {"report": run_base(out_dir, config)}
+        elif stage == "encoders":
+            run_encoders(out_dir, config.encoders)
+            extra = {}
+        elif stage == "publish":
+            extra = {"files": publish(out_dir, out_dir / "weights")}
+        else:
+            extra = {"scores": run_evaluation(out_dir / "weights", out_dir / "results", config.evaluation, tqdm_bar)}
+        book.finish(stage, time.perf_counter() - started, **extra)
+        log.info("stage %s: %.0f s", stage, time.perf_counter() - started)
+
+
+def _scorer_summary(report: dict) -> dict:
+    return {k: report[k] for k in ("identity", "scene") if k in report}
+
+
+def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
+    """Train ours and the two baselines with the repository's trainer, one budget, one frozen base."""
+    from .host import load_host
+
+    load_host()
+    from nested_attention_training.comfy_host import host_adapter
+    from nested_attention_training.config import TrainConfig
+    from nested_attention_training.loop import train
+    from nested_attention_training.models import load_base_models
+    from nested_attention_training.session import open_session
+
+    models_dir = out_dir / "base" / "models"
+    common = TrainConfig(
+        checkpoint=str(models_dir / "checkpoints" / "toyworld_base.safetensors"),
+        clip_vision=str(models_dir / "clip_vision" / "toyworld_clip_vision.safetensors"),
+        data=str(out_dir / "data" / "train"), output=str(out_dir / "encoders"), cpu=True, resolution=64,
+        num_tokens=config.num_tokens, encoder_width=config.width, encoder_depth=config.depth,
+        encoder_heads=config.heads, encoder_dim_head=config.dim_head, encoder_ff_mult=config.ff_mult,
+        max_steps=config.steps, batch_size=config.batch, lr=config.lr, warmup_steps=config.warmup,
+        precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
+        cache_dir=str(out_dir / "encoders" / "feature_cache"))
+    models = load_base_models(common, host_adapter())
+    for key, factory in METHODS.values():
+        log.info("encoders: training %s", key)
+        session = open_session(replace(common, output=str(out_dir / "encoders" / key), name=f"toyworld_{key}"),
+                               models=models, method=factory())
+        train(session)

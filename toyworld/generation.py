@@ -1,0 +1,86 @@
+"""Images from the toy base through ComfyUI, with a subject applied by ours or a baseline.
+
+The evaluation drives ComfyUI's own pieces in process, as a workflow would: the checkpoint
+through ``CheckpointLoaderSimple``'s loader, the CLIP vision tower, the pack's text encoding
+(prompt words on the conditioning), ``host_adapter.apply_subject`` (what ApplyNestedAttention
+calls; a baseline only adds its attention rule), ``common_ksampler`` (KSampler) and the VAE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .host import host_adapter, load_host
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 20
+    cfg: float = 5.0
+    sampler: str = "euler"
+    scheduler: str = "normal"
+
+
+@dataclass(eq=False)
+class ToyHost:
+    """The loaded toy base: ComfyUI ModelPatcher, CLIP, VAE and CLIP vision."""
+    model: object
+    clip: object
+    vae: object
+    clip_vision: object
+    family: str
+
+    @classmethod
+    def load(cls, checkpoint: Path, clip_vision: Path) -> "ToyHost":
+        from .base_model import load_checkpoint, load_clip_vision
+
+        load_host()
+        import comfy.utils
+
+        comfy.utils.PROGRESS_BAR_ENABLED = False  # one bar for the evaluation, not one per image
+        model, clip, vae = load_checkpoint(checkpoint)
+        adapter = host_adapter()
+        from nested_attention_core.layers import family_for_context_dim
+
+        return cls(model, clip, vae, load_clip_vision(clip_vision),
+                   family_for_context_dim(adapter.model_context_dim(model)))
+
+    def positive(self, text: str):
+        """CONDITIONING with the prompt's words, as NestedAttentionTextEncode makes it."""
+        tokens, words = host_adapter().prompt_words(self.clip, text)
+        conditioning = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+        return [[cond, {**extra, host_adapter().PROMPT_KEY: words}] for cond, extra in conditioning]
+
+    def negative(self, text: str = ""):
+        return self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray) -> torch.Tensor:
+        """CLIP vision penultimate features of uint8 reference images [R, H, W, 3], as the Subject node."""
+        from nested_attention_core.reference import prepare_reference_images
+
+        image = torch.from_numpy(np.ascontiguousarray(images)).float() / 255
+        return self.clip_vision.encode_image(prepare_reference_images(image, None), crop=True)[
+            "penultimate_hidden_states"]
+
+    def with_subject(self, model, method, encoder, references: np.ndarray, word: str, region=None):
+        """``model`` with one subject applied by ``method`` (ours: the trainer's NESTED)."""
+        from .baselines import apply_method
+
+        with torch.inference_mode():
+            subject = method.subject(encoder, self.features(references), word, self.family)
+        return apply_method(host_adapter(), model, method, subject, region=region)
+
+    @torch.no_grad()
+    def sample(self, model, text: str, seed: int, settings: SamplerSettings, size: int = 64) -> np.ndarray:
+        """One image (uint8 [size, size, 3]) through KSampler's own code path."""
+        import nodes
+
+        latent = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
+        out = nodes.common_ksampler(model, seed, settings.steps, settings.cfg, settings.sampler, settings.scheduler,
+                                    self.positive(text), self.negative(), latent)[0]["samples"]
+        image = self.vae.decode(out)[0]
+        return (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)

@@ -1,0 +1,139 @@
+"""The experiment's deliverables: fp16 weights in a ComfyUI ``models/`` layout, and their evaluation.
+
+``publish(out_dir, weights_dir)`` writes what gets committed (``toyworld/weights/`` in the repository):
+
+    models/checkpoints/toyworld_base.safetensors          the toy base (UNet + text encoder + VAE)
+    models/clip_vision/toyworld_clip_vision.safetensors    its CLIP vision tower
+    models/nested_attention/toyworld_nested_attention.safetensors   ours (the demo's default)
+    benchmark/toyworld_single_token.safetensors           the baselines (same encoder format)
+    benchmark/toyworld_decoupled.safetensors
+    scorers/identity.safetensors, scorers/scene.safetensors
+    manifest.json                                          sizes and sha256 of every file
+
+``run_evaluation(weights_dir, results_dir)`` measures those files (``evaluation.py``) and writes
+``results.json``, ``results.md`` and ``grid.png``. The evaluation reads only the published files,
+so re-running it on the committed weights reproduces the committed table.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .evaluation import EVAL_SCENES, TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, reference_render
+from .identity import PERSON, PET, heldout_ids
+from .progress import progress_bar
+
+
+def _nested():
+    from nested_attention_training.method import NESTED
+
+    return NESTED
+
+
+def _single_token():
+    from .baselines import SINGLE_TOKEN
+
+    return SINGLE_TOKEN
+
+
+def _decoupled():
+    from .baselines import DECOUPLED
+
+    return DECOUPLED
+
+
+# table name -> (file key, method factory); ours first
+METHODS = {
+    "nested attention (ours)": ("nested_attention", _nested),
+    "single token": ("single_token", _single_token),
+    "decoupled cross-attention": ("decoupled", _decoupled),
+}
+BASE_FILES = {"checkpoint": "models/checkpoints/toyworld_base.safetensors",
+              "clip_vision": "models/clip_vision/toyworld_clip_vision.safetensors"}
+ENCODER_FILES = {"nested_attention": "models/nested_attention/toyworld_nested_attention.safetensors",
+                 "single_token": "benchmark/toyworld_single_token.safetensors",
+                 "decoupled": "benchmark/toyworld_decoupled.safetensors"}
+SCORER_FILES = {"identity": "scorers/identity.safetensors", "scene": "scorers/scene.safetensors"}
+
+
+def _fp16_copy(source: Path, target: Path) -> None:
+    from nested_attention_core.weights import write_safetensors
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(target, tensors, metadata)
+
+
+def publish(out_dir, weights_dir) -> dict:
+    out_dir, weights_dir = Path(out_dir), Path(weights_dir)
+    sources = {BASE_FILES["checkpoint"]: out_dir / "base" / "models" / "checkpoints" / "toyworld_base.safetensors",
+               BASE_FILES["clip_vision"]: out_dir / "base" / "models" / "clip_vision" / "toyworld_clip_vision.safetensors",
+               SCORER_FILES["identity"]: out_dir / "scorers" / "identity.safetensors",
+               SCORER_FILES["scene"]: out_dir / "scorers" / "scene.safetensors"}
+    for key, rel in ENCODER_FILES.items():
+        sources[rel] = out_dir / "encoders" / key / f"toyworld_{key}.safetensors"
+    manifest = {}
+    for rel, source in sources.items():
+        _fp16_copy(source, weights_dir / rel)
+        data = (weights_dir / rel).read_bytes()
+        manifest[rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    report = out_dir / "scorers" / "scorer_report.json"
+    if report.is_file():
+        shutil.copyfile(report, weights_dir / "scorers" / "scorer_report.json")
+    (weights_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def load_methods(weights_dir: Path) -> dict:
+    from nested_attention_core.weights import load_weights
+
+    methods = {}
+    for name, (key, factory) in METHODS.items():
+        encoder = load_weights(weights_dir / ENCODER_FILES[key]).encoder.float().eval()
+        methods[name] = (factory(), encoder)
+    return methods
+
+
+def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> dict:
+    from .generation import ToyHost
+    from .report import grid_image, markdown_table
+    from .scoring import load_scorer
+
+    weights_dir, results_dir = Path(weights_dir), Path(results_dir)
+    host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
+    methods = load_methods(weights_dir)
+    identity_net = load_scorer(weights_dir / SCORER_FILES["identity"]).float()
+    scene_net = load_scorer(weights_dir / SCORER_FILES["scene"]).float()
+    total = evaluation_size(config, len(methods))
+    with progress_bar(bar, total, "evaluate") as progress:
+        result = evaluate(host, methods, identity_net, scene_net, config, progress)
+    meta = {"ids_per_domain": config.ids_per_domain, "gallery": config.gallery, "pairs": config.pairs,
+            "sampler": f"{config.sampler.sampler}/{config.sampler.scheduler}, {config.sampler.steps} steps, "
+                       f"cfg {config.sampler.cfg}"}
+    scores = {"single": result["single"], "two": result["two"]}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "results.json").write_text(json.dumps({"config": asdict(config), "scores": scores}, indent=1) + "\n")
+    (results_dir / "results.md").write_text(markdown_table(scores, meta))
+    ids = list(heldout_ids())[:config.ids_per_domain]
+    shown = [(d, i) for d in (PERSON, PET) for i in ids[:2]]
+    keys = [(d, i, scene) for d, i in shown for scene in EVAL_SCENES[:3]]
+    references = {(d, i): reference_render(d, i) for d, i in shown}
+    pair_keys = [k for k in result["two_rows"].get("nested attention (ours)", {}).get("person", _Empty()).keys
+                 if k[2] == TWO_SUBJECT_SCENES[0]][:3]
+    pair_refs = {k: (reference_render(PERSON, k[0]), reference_render(PET, k[1])) for k in pair_keys}
+    grid = grid_image(result["rows"], result["two_rows"], references, list(result["rows"]), keys, pair_keys, pair_refs)
+    grid.save(results_dir / "grid.png")
+    return scores
+
+
+class _Empty:
+    keys: list = []
