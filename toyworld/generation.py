@@ -62,7 +62,7 @@ class ToyHost:
         """CLIP vision penultimate features of uint8 reference images [R, H, W, 3], as the Subject node."""
         from nested_attention_core.reference import prepare_reference_images
 
-        image = torch.from_numpy(np.ascontiguousarray(images)).float() / 255
+        image = torch.from_numpy(np.array(images, dtype=np.float32)) / 255
         return self.clip_vision.encode_image(prepare_reference_images(image, None), crop=True)[
             "penultimate_hidden_states"]
 
