@@ -1,6 +1,9 @@
 # Development and test set-up. Everything here is git-ignored and idempotent:
 #   make demo   - start a real headless ComfyUI with this pack and run an example workflow
 #   make test   - the whole test suite against a real ComfyUI 0.3.75
+#   make toyworld      - the toy-world experiment from scratch (<= 90 min on 2 cores), updates the
+#                        committed weights (toyworld/weights) and results (docs/toyworld)
+#   make toyworld-eval - re-evaluate the committed toy-world weights (minutes), compare with docs/toyworld
 PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
@@ -17,7 +20,7 @@ HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp ya
 export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
 export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
 
-.PHONY: setup test demo tiny-models bench bench-train clean-host
+.PHONY: setup test demo tiny-models bench bench-train toyworld toyworld-eval clean-host
 
 setup: $(VENV)/.stamp $(COMFYUI)/.stamp
 
@@ -52,6 +55,12 @@ bench: setup
 
 bench-train: setup
 	$(PY) benchmarks/train_step.py
+
+toyworld: setup
+	$(PY) toyworld/cli.py experiment toyworld_run --update-repository
+
+toyworld-eval: setup
+	$(PY) toyworld/cli.py evaluate toyworld_eval
 
 clean-host:
 	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS)

@@ -4,6 +4,7 @@
     python toyworld/cli.py train-scorers OUT_DIR      train and measure the identity and scene models
     python toyworld/cli.py write-dataset ROOT         a training folder in the trainer's layout
     python toyworld/cli.py experiment OUT_DIR         the whole experiment (data, scorers, base, encoders, evaluation)
+    python toyworld/cli.py evaluate OUT_DIR           re-evaluate the committed weights (toyworld/weights)
 
 (or ``python -m toyworld ...`` from the repository root). ``--help`` on each command lists its flags.
 """
@@ -23,7 +24,11 @@ if __package__ in (None, ""):  # run as a script: put the repository root, not t
 
 from .dataset import write_training_folder  # noqa: E402
 from .errors import ToyWorldError  # noqa: E402
+from .evaluation import EvalConfig  # noqa: E402
 from .experiment import PRESETS, STAGES, run as run_experiment  # noqa: E402
+from .progress import tqdm_bar  # noqa: E402
+from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, compare_results, run_evaluation,  # noqa: E402
+                      update_repository)
 from .identity import DOMAINS, HELDOUT_START  # noqa: E402
 from .preview import contact_sheet, default_identities  # noqa: E402
 from .scorer_pipeline import ScorerPipelineConfig, train_scorers  # noqa: E402
@@ -80,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="full: the published experiment (<= 90 min on 2 cores); smoke: tiny sizes (default: full)")
     experiment.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                             help="stages to run, in order (default: all)")
+    experiment.add_argument("--update-repository", action="store_true",
+                            help="finally copy the published weights to toyworld/weights and the results to "
+                                 "docs/toyworld (what gets committed)")
+
+    evaluate = commands.add_parser("evaluate", help="measure published weights (default: the committed ones) and "
+                                   "compare with the committed results")
+    evaluate.add_argument("out_dir", type=Path, help="folder for results.json, results.md, grid.png")
+    evaluate.add_argument("--weights", type=Path, default=COMMITTED_WEIGHTS,
+                          help=f"published weights folder (default: {COMMITTED_WEIGHTS})")
+    evaluate.add_argument("--compare", type=Path, default=COMMITTED_RESULTS / "results.json",
+                          help="results.json to compare with (default: the committed one)")
     return parser
 
 
@@ -104,6 +120,14 @@ def main(argv=None) -> int:
             log.info("held-out report:\n%s", json.dumps({k: report[k] for k in ("identity", "scene", "timings")}, indent=1))
         elif args.command == "experiment":
             run_experiment(args.out_dir, args.preset, args.stages)
+            if args.update_repository:
+                update_repository(args.out_dir)
+        elif args.command == "evaluate":
+            scores = run_evaluation(args.weights, args.out_dir, EvalConfig(), tqdm_bar)
+            print((args.out_dir / "results.md").read_text())
+            if args.compare.is_file():
+                difference = compare_results(scores, json.loads(args.compare.read_text())["scores"])
+                print(f"largest difference from {args.compare}: {difference:.2e}")
         else:
             write_training_folder(args.root, args.domains, range(args.first_id, args.first_id + args.ids), args.renders,
                                   seed=args.seed, size=args.size, masks=not args.no_masks,

@@ -118,7 +118,8 @@ class Collected:
         if factors is not None:
             accuracy = {k: v for k, v in accuracy.items() if k in factors}
         return {"identity": float(sims.mean()), "identity_se": float(sims.std() / max(1, len(sims) - 1) ** 0.5),
-                "prompt": accuracy, "n": len(self.images), "per_image_identity": [round(float(s), 4) for s in sims]}
+                "prompt": accuracy, "n": len(self.images),
+                "per_image": {_key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}}
 
 
 def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: EvalConfig, progress=None) -> dict:
@@ -171,6 +172,13 @@ def two_subjects(host: ToyHost, methods: dict, config: EvalConfig, progress=None
                 out[name]["dog"].add(half(image[None], "right")[0], pet_gallery, scene, (person_id, pet_id, scene))
                 _tick(progress)
     return out
+
+
+def _key_text(key) -> str:
+    """'person 1800 | red/center/full/photo' (one subject) or 'pair 1800+1999 | ...' (two subjects)."""
+    first, second, scene = key
+    scene_text = f"{scene.background}/{scene.placement}/{scene.framing}/{scene.style}"
+    return f"{first} {second} | {scene_text}" if isinstance(first, str) else f"pair {first}+{second} | {scene_text}"
 
 
 def evaluation_size(config: EvalConfig, n_methods: int) -> int:

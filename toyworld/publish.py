@@ -60,6 +60,10 @@ ENCODER_FILES = {"nested_attention": "models/nested_attention/toyworld_nested_at
                  "single_token": "benchmark/toyworld_single_token.safetensors",
                  "decoupled": "benchmark/toyworld_decoupled.safetensors"}
 SCORER_FILES = {"identity": "scorers/identity.safetensors", "scene": "scorers/scene.safetensors"}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_WEIGHTS = REPO_ROOT / "toyworld" / "weights"
+COMMITTED_RESULTS = REPO_ROOT / "docs" / "toyworld"
+RESULT_FILES = ("results.json", "results.md", "grid.png")
 
 
 def _fp16_copy(source: Path, target: Path) -> None:
@@ -137,3 +141,32 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
 
 class _Empty:
     keys: list = []
+
+
+def update_repository(out_dir) -> None:
+    """Copy an experiment's published weights and results to where the repository keeps them."""
+    out_dir = Path(out_dir)
+    for rel in json.loads((out_dir / "weights" / "manifest.json").read_text()):
+        (COMMITTED_WEIGHTS / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_dir / "weights" / rel, COMMITTED_WEIGHTS / rel)
+    for name in ("manifest.json", "scorers/scorer_report.json"):
+        if (out_dir / "weights" / name).is_file():
+            shutil.copyfile(out_dir / "weights" / name, COMMITTED_WEIGHTS / name)
+    COMMITTED_RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        shutil.copyfile(out_dir / "results" / name, COMMITTED_RESULTS / name)
+
+
+def compare_results(scores: dict, reference: dict) -> float:
+    """The largest absolute difference between two results' numbers (every score, every image)."""
+    def numbers(tree, prefix=""):
+        if isinstance(tree, dict):
+            for key, value in tree.items():
+                yield from numbers(value, f"{prefix}/{key}")
+        elif isinstance(tree, (int, float)):
+            yield prefix, float(tree)
+
+    ours, theirs = dict(numbers(scores)), dict(numbers(reference))
+    if set(ours) != set(theirs):
+        raise ValueError(f"the results differ in what they measure: {sorted(set(ours) ^ set(theirs))[:5]}")
+    return max(abs(ours[k] - theirs[k]) for k in ours)
