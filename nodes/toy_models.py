@@ -84,16 +84,18 @@ def clip_vision_matches(sd, config_path) -> bool:
             and pos is not None and tuple(pos.shape) == (positions, width))
 
 
-_CLIP_VISION_CONFIGS: list[str] = []
+_CONFIGS = "_nested_attention_clip_vision_configs"  # the wrapper's list of config paths
 
 
 def _recognising(original):
+    configs: list[str] = []  # on the wrapper, so that every copy of this module registers into one list
+
     @functools.wraps(original)
     def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
         clip = original(sd, prefix, convert_keys)  # converts ``sd`` in place when asked to
         if clip is not None:
             return clip
-        config = next((c for c in _CLIP_VISION_CONFIGS if clip_vision_matches(sd, c)), None)
+        config = next((c for c in configs if clip_vision_matches(sd, c)), None)
         if config is None:
             return None
         clip = comfy.clip_vision.ClipVisionModel(config)
@@ -105,15 +107,23 @@ def _recognising(original):
         return clip
 
     setattr(load_clipvision_from_sd, _MARK, original)
+    setattr(load_clipvision_from_sd, _CONFIGS, configs)
     return load_clipvision_from_sd
 
 
 def register_clip_vision_config(config_path) -> None:
     """Let ComfyUI's CLIP vision loader build towers of this exact layout (a transformers JSON)."""
-    if str(config_path) not in _CLIP_VISION_CONFIGS:
-        _CLIP_VISION_CONFIGS.append(str(config_path))
-    if getattr(comfy.clip_vision.load_clipvision_from_sd, _MARK, None) is None:
-        comfy.clip_vision.load_clipvision_from_sd = _recognising(comfy.clip_vision.load_clipvision_from_sd)
+    loader = comfy.clip_vision.load_clipvision_from_sd
+    if getattr(loader, _MARK, None) is None:
+        loader = comfy.clip_vision.load_clipvision_from_sd = _recognising(loader)
+    configs = getattr(loader, _CONFIGS)
+    if str(config_path) not in configs:
+        configs.append(str(config_path))
+
+
+def registered_clip_vision_configs() -> list[str]:
+    """The config paths ComfyUI's CLIP vision loader knows (registered by any copy of this module)."""
+    return list(getattr(comfy.clip_vision.load_clipvision_from_sd, _CONFIGS, []))
 
 
 def register_model_config(config_class) -> None:

@@ -16,7 +16,7 @@ spec = importlib.util.spec_from_file_location("host", host_py)
 host = importlib.util.module_from_spec(spec); spec.loader.exec_module(host)
 host.bootstrap_comfy()
 import comfy.clip_vision, comfy.model_base, comfy.sd, comfy.supported_models
-out = {"test_models_registered": any(hasattr(m, "_nested_attention_test_model") for m in comfy.supported_models.models)}
+out = {"test_models_registered": any(hasattr(m, "_nested_attention_registered") for m in comfy.supported_models.models)}
 model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(sd15)
 out["sd15"] = {"config": type(model.model.model_config).__qualname__, "model": type(model.model).__qualname__,
                "clip": type(clip.cond_stage_model).__qualname__, "vae": type(vae.first_stage_model).__qualname__}
@@ -79,9 +79,33 @@ def test_registration_is_idempotent(fixture_modules, tiny_models):
 
     wrapped = comfy.clip_vision.load_clipvision_from_sd
     fixture_modules.test_host_models.register_test_models()
-    marked = [m for m in comfy.supported_models.models if getattr(m, "_nested_attention_test_model", False)]
-    assert len(marked) == 1 and comfy.supported_models.models[0] is marked[0]
+    models = comfy.supported_models.models
+    marked = [m for m in models if m.__name__ == "TinySDXLForTests"]
+    assert marked == [fixture_modules.test_host_models.registered_sdxl_test_config()]
+    assert models.index(marked[0]) < models.index(comfy.supported_models.SDXL)
     assert comfy.clip_vision.load_clipvision_from_sd is wrapped
+
+
+def test_registrations_from_two_copies_of_toy_models_share_one_recogniser(fixture_modules, tiny_models, pack, tmp_path):
+    """The pack imports nodes/toy_models.py as part of its package, the fixtures load it by path: a
+    CLIP vision config registered through either copy is recognised by the one installed loader."""
+    import comfy.clip_vision
+    import comfy.utils
+
+    fixture_copy, pack_copy = fixture_modules.test_host_models.toy_models(), pack.nodes.toy_models
+    assert fixture_copy is not pack_copy
+    wrapped = comfy.clip_vision.load_clipvision_from_sd
+    tiny, toy = str(fixture_modules.test_host_models.CLIP_VISION_TINY_CONFIG), str(pack_copy.TOY_CLIP_VISION_CONFIG)
+    for copy in (fixture_copy, pack_copy):
+        copy.register_toy_models()
+        fixture_modules.test_host_models.register_test_models()
+        assert comfy.clip_vision.load_clipvision_from_sd is wrapped
+        assert sorted(copy.registered_clip_vision_configs()) == sorted([tiny, toy])
+    assert comfy.clip_vision.load(str(tiny_models["clip_vision"])).image_size == 56
+
+    toy_tower = comfy.clip_vision.ClipVisionModel(toy)  # a random tower of the toy layout
+    comfy.utils.save_torch_file(toy_tower.model.state_dict(), str(tmp_path / "toy.safetensors"))
+    assert comfy.clip_vision.load(str(tmp_path / "toy.safetensors")).image_size == 64
 
 
 def test_sd15_mini_samples_and_decodes(comfy_root, tiny_models):
