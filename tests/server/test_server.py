@@ -1,8 +1,9 @@
 """The pack in a real headless ComfyUI server: loading, templates, and the example workflows end to end.
 
 One server for the module (tests/fixtures/server.py), with the tiny random models and weights; the
-example workflows are converted from their UI format with the server's /object_info, given the tiny
-model names, 64 px and 2 steps, queued over HTTP, and their saved PNGs checked on disk.
+example workflows for real base models are converted from their UI format with the server's
+/object_info, given the tiny model names, 64 px and 2 steps, queued over HTTP, and their saved PNGs
+checked on disk. The toy world's workflow runs unchanged on its own models in test_toyworld_workflow.py.
 """
 import importlib.util
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
-EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")
+EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")  # run here on the tiny models
+ALL_EXAMPLES = EXAMPLES + ("toyworld_two_subjects",)  # every file in example_workflows/
 SIZE = 64
 
 
@@ -93,16 +95,18 @@ def test_every_input_of_our_nodes_has_a_tooltip(server):
 
 
 def test_example_workflows_are_listed_and_served(server):
+    on_disk = sorted(path.stem for path in (harness.REPO_ROOT / "example_workflows").glob("*.json"))
+    assert on_disk == sorted(ALL_EXAMPLES)
     templates = server.get_json("/api/workflow_templates")
-    assert sorted(templates.get(harness.PACK_DIR_NAME, [])) == sorted(EXAMPLES), templates
-    for name in EXAMPLES:
+    assert sorted(templates.get(harness.PACK_DIR_NAME, [])) == sorted(ALL_EXAMPLES), templates
+    for name in ALL_EXAMPLES:
         served = server.get_json(f"/api/workflow_templates/{harness.PACK_DIR_NAME}/{name}.json")
         assert served == harness.load_workflow(name)
 
 
 # ---- the example workflows -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
 def test_example_workflow_is_a_consistent_ui_workflow(name):
     workflow = harness.load_workflow(name)
     assert workflow["version"] == 0.4 and {"groups", "config", "extra"} <= set(workflow)
@@ -161,6 +165,17 @@ def test_ui_to_api_maps_widgets_in_input_order(server):
         next(n for n in workflow["nodes"] if n["type"] == "KSampler")["widgets_values"] = values
         with pytest.raises(ValueError, match=match):
             harness.ui_to_api(workflow, server.object_info())
+
+
+def test_bypass_reads_through_chained_nodes(server):
+    prompt = harness.ui_to_api(harness.load_workflow("sdxl_two_subjects"), server.object_info())
+    base = harness.bypass(prompt, "ApplyNestedAttention")
+    checkpoint, sampler = harness.nodes_of(prompt, "CheckpointLoaderSimple")[0], harness.nodes_of(prompt, "KSampler")[0]
+    assert base[sampler]["inputs"]["model"] == [checkpoint, 0]
+    assert set(prompt) - set(base) == set(harness.nodes_of(prompt, "ApplyNestedAttention"))
+    assert all(base[i] == prompt[i] for i in base if i != sampler)
+    with pytest.raises(ValueError, match="no ApplyNestedAttention"):
+        harness.bypass(base, "ApplyNestedAttention")
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
