@@ -1,5 +1,5 @@
 # Development and test set-up. Everything here is git-ignored and idempotent:
-#   make demo   - start a real headless ComfyUI with this pack and run an example workflow
+#   make demo   - a real headless ComfyUI with this pack runs the toy world's two-subject workflow
 #   make test   - the whole test suite against a real ComfyUI 0.3.75
 #   make toyworld      - the toy-world experiment from scratch (<= 90 min on 2 cores), updates the
 #                        committed weights (toyworld/weights) and results (docs/toyworld)
