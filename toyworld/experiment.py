@@ -49,7 +49,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class EncoderStageConfig:
     """The one budget every method trains with (the trainer's flags of the same names)."""
-    steps: int = 1500
+    steps: int = 2000
     batch: int = 32
     lr: float = 3e-4
     warmup: int = 100
