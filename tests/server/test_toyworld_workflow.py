@@ -29,10 +29,6 @@ def _fixture(name: str):
 
 harness = _fixture("server")
 
-pytestmark = pytest.mark.skipif(
-    not harness.TOY_MODELS_DIR.is_dir(),
-    reason=f"no {harness.TOY_MODELS_DIR}: the toy world's trained models are not committed in this checkout "
-           f"(`python toyworld/cli.py experiment OUT`, then copy OUT/weights/ to toyworld/weights/)")
 
 
 @pytest.fixture(scope="module")
