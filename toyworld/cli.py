@@ -39,7 +39,8 @@ log = logging.getLogger("toyworld")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyworld", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", help="logging level of the toy world and the trainer "
+                        "(default: INFO; ComfyUI's own messages show from WARNING up)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     preview = commands.add_parser("preview", help="write a contact sheet PNG of identities x scenes")
@@ -101,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("toyworld", "nested_attention_training"):
+        logging.getLogger(name).setLevel(args.log_level.upper())
     try:
         if args.command == "preview":
             sheet = contact_sheet(default_identities(args.per_domain, args.start), size=args.size, seed=args.seed)

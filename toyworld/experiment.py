@@ -51,8 +51,9 @@ class EncoderStageConfig:
     """The one budget every method trains with (the trainer's flags of the same names)."""
     steps: int = 2000
     batch: int = 32
-    lr: float = 3e-4
+    lr: float = 1e-3
     warmup: int = 100
+    background_loss_weight: float = 0.25  # the loss outside the subject's mask (identity is inside it)
     num_tokens: int = 8
     width: int = 128
     depth: int = 2
@@ -223,6 +224,7 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         num_tokens=config.num_tokens, encoder_width=config.width, encoder_depth=config.depth,
         encoder_heads=config.heads, encoder_dim_head=config.dim_head, encoder_ff_mult=config.ff_mult,
         max_steps=config.steps, batch_size=config.batch, lr=config.lr, warmup_steps=config.warmup,
+        background_loss_weight=config.background_loss_weight,
         precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
         cache_dir=str(out_dir / "encoders" / "feature_cache"))
     models = load_base_models(common, host_adapter())

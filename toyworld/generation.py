@@ -7,7 +7,7 @@ calls; a baseline only adds its attention rule), ``common_ksampler`` (KSampler) 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class ToyHost:
     vae: object
     clip_vision: object
     family: str
+    _conditioning: dict = field(default_factory=dict)  # text -> CONDITIONING (each prompt is encoded once)
 
     @classmethod
     def load(cls, checkpoint: Path, clip_vision: Path) -> "ToyHost":
@@ -50,12 +51,17 @@ class ToyHost:
 
     def positive(self, text: str):
         """CONDITIONING with the prompt's words, as NestedAttentionTextEncode makes it."""
-        tokens, words = host_adapter().prompt_words(self.clip, text)
-        conditioning = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
-        return [[cond, {**extra, host_adapter().PROMPT_KEY: words}] for cond, extra in conditioning]
+        if ("positive", text) not in self._conditioning:
+            _, words = host_adapter().prompt_words(self.clip, text)
+            conditioning = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+            self._conditioning["positive", text] = [[cond, {**extra, host_adapter().PROMPT_KEY: words}]
+                                                    for cond, extra in conditioning]
+        return self._conditioning["positive", text]
 
     def negative(self, text: str = ""):
-        return self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+        if ("negative", text) not in self._conditioning:
+            self._conditioning["negative", text] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+        return self._conditioning["negative", text]
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> torch.Tensor:
