@@ -63,3 +63,9 @@ def tiny_models(fixture_modules) -> dict[str, Path]:
 def pack(comfy_root):
     """This repository imported as the package ``nested_attention_pack``."""
     return fixture_module("host").load_pack()
+
+
+@pytest.fixture(scope="session")
+def server_harness():
+    """tests/fixtures/server.py: real ComfyUI server processes, workflows, images."""
+    return fixture_module("server")

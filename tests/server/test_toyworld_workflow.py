@@ -5,35 +5,17 @@ installed (no test-only model registration: the pack itself teaches ComfyUI the 
 workflow is converted from its UI format and queued as saved: same model and image names, 64 px,
 20 steps.
 """
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 WORKFLOW = "toyworld_two_subjects"
 SIZE = 64
 
 
-def _fixture(name: str):
-    """A module of tests/fixtures/, loaded by path under the name conftest.py gives it too."""
-    qualname = f"nested_attention_test_fixtures_{name}"
-    if qualname not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualname, FIXTURES_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualname] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qualname]
-
-
-harness = _fixture("server")
-
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with harness.running_server(tmp_path_factory.mktemp("comfyui_toy"), harness.toy_models_dir(),
+def server(tmp_path_factory, server_harness):
+    with server_harness.running_server(tmp_path_factory.mktemp("comfyui_toy"), server_harness.toy_models_dir(),
                                 test_models=False) as running:
         yield running
 
@@ -50,16 +32,18 @@ def saved_pixels(run):
         return path, np.asarray(image.convert("RGB"), np.float32)
 
 
-def test_the_workflow_names_the_committed_models():
+def test_the_workflow_names_the_committed_models(server_harness):
+    harness = server_harness
     workflow = harness.load_workflow(WORKFLOW)
     loaded = {node["widgets_values"][0] for node in workflow["nodes"]
               if node["type"] in ("CheckpointLoaderSimple", "CLIPVisionLoader", "NestedAttentionLoader")}
     assert loaded == {Path(name).name for name in harness.TOY_MODEL_FILES}
 
 
-def test_two_subjects_run_unchanged_and_change_the_image(server):
+def test_two_subjects_run_unchanged_and_change_the_image(server, server_harness):
     import numpy as np
 
+    harness = server_harness
     prompt = harness.ui_to_api(harness.load_workflow(WORKFLOW), server.object_info())
     assert len(harness.nodes_of(prompt, "ApplyNestedAttention")) == 2
     path, image = saved_pixels(server.run(prompt, timeout=300))
