@@ -23,3 +23,7 @@ class DatasetError(ToyWorldError):
 
 class ScorerError(ToyWorldError):
     """A scoring model file that cannot be loaded, or images of the wrong shape."""
+
+
+class ExperimentError(ToyWorldError):
+    """A stage asked for before the stages it needs, or published weights that are incomplete."""

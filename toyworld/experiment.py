@@ -24,6 +24,7 @@ from .generation import SamplerSettings
 from .progress import tqdm_bar
 from .publish import METHODS, publish, run_evaluation
 from .dataset import MANIFEST_FILE, write_training_folder
+from .errors import ExperimentError
 from .identity import DOMAINS, heldout_ids, sample_identity, train_ids
 from .render import render_two
 from .rng import key_seed
@@ -178,6 +179,10 @@ def run(out_dir, preset: str = "full", stages=STAGES) -> None:
     book = Stages(out_dir, config)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for stage in stages:
+        missing = [s for s in STAGES[:STAGES.index(stage)] if s not in stages and not book.done(s)]
+        if missing:
+            raise ExperimentError(f"stage {stage} needs stage(s) {', '.join(missing)} of the same config first, "
+                                  f"and {out_dir} has none: add them to --stages, or leave --stages out")
         if book.done(stage):
             log.info("stage %s: done before, skipped (%s)", stage, book.stamp(stage))
             continue

@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 
 from .evaluation import EVAL_SCENES, TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, reference_render
+from .errors import ExperimentError
 from .identity import PERSON, PET, heldout_ids
 from .progress import progress_bar
 
@@ -113,6 +114,11 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
     from .scoring import load_scorer
 
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
+    for rel in (*BASE_FILES.values(), *ENCODER_FILES.values(), *SCORER_FILES.values()):
+        if not (weights_dir / rel).is_file():
+            raise ExperimentError(f"weights folder {weights_dir} has no {rel}: give the folder the experiment's "
+                                  "publish stage wrote (OUT_DIR/weights), or restore the committed ones with "
+                                  "`git checkout -- toyworld/weights`")
     host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
     methods = load_methods(weights_dir)
     identity_net = load_scorer(weights_dir / SCORER_FILES["identity"]).float()

@@ -84,3 +84,19 @@ def test_finished_stages_are_skipped_and_evaluation_is_deterministic(smoke):
     (smoke / "evaluate.done.json").unlink()
     run(smoke, "smoke")  # every other stage is skipped; the evaluation runs again
     assert (smoke / "results" / "results.json").read_text() == before
+
+
+def test_a_stage_without_its_earlier_stages_is_refused(tmp_path):
+    from toyworld.errors import ExperimentError
+
+    with pytest.raises(ExperimentError, match="stage base needs stage\\(s\\) data, scorers"):
+        run(tmp_path, "smoke", ["base"])
+
+
+def test_evaluation_of_an_incomplete_weights_folder_names_the_missing_file(tmp_path):
+    from toyworld.errors import ExperimentError
+    from toyworld.evaluation import EvalConfig
+    from toyworld.publish import run_evaluation
+
+    with pytest.raises(ExperimentError, match="has no models/checkpoints/toyworld_base.safetensors"):
+        run_evaluation(tmp_path, tmp_path / "results", EvalConfig())
