@@ -19,7 +19,8 @@ lambda is the binding's strength. Rows without the subject word are returned bit
 ``SINGLE_TOKEN`` and ``DECOUPLED`` are training methods in the shape ``training/method.py`` defines
 (``open_session(config, method=SINGLE_TOKEN)``). At inference, ``method.subject(...)`` encodes a
 subject and ``apply_method`` applies it to a ComfyUI model; nested attention, the trainer's
-``NESTED``, goes through the same two calls. Pure torch and the core: never imports ComfyUI.
+``NESTED``, goes through the same two calls. Pure torch, the core and the trainer's ``method``
+module: never imports ComfyUI.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ import torch
 
 from nested_attention_core.attention import SubjectAttention, plain_attention
 from nested_attention_core.subject import NestedSubject, encode_subject
+
+from .host import training_package
+
+training_package()  # the trainer's package by path; its method module needs only torch and the core
+from nested_attention_training.method import NestedMethod  # noqa: E402
 
 
 def single_token_attention(base, q, k, v, heads: int, subjects: list[SubjectAttention]) -> torch.Tensor:
@@ -115,23 +121,12 @@ class SingleTokenMethod:
         return NestedSubject(every_token.word, pooled, nested, base_family, every_token.context_dim)
 
 
-class DecoupledMethod:
-    """Training method: every encoder parameter learns; the N tokens reach the UNet by a second attention."""
+class DecoupledMethod(NestedMethod):
+    """Training method: as nested attention (every encoder parameter learns, N tokens per subject),
+    but the tokens reach the UNet by a second attention."""
 
     name = "decoupled"
     rule = staticmethod(decoupled_attention)
-
-    def prepare(self, encoder) -> None:
-        pass
-
-    def trainable(self, encoder) -> list:
-        return list(encoder.parameters())
-
-    def nested(self, encoder, features) -> dict:
-        return encoder.nested_keys_values(encoder.encode(features))
-
-    def subject(self, encoder, features, word: str, base_family: str) -> NestedSubject:
-        return encode_subject(encoder, features, word, base_family)
 
 
 SINGLE_TOKEN = SingleTokenMethod()
