@@ -29,6 +29,7 @@ $(VENV)/.stamp:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q $(HOST_DEPS) pytest
+	$(PY) -m pip install -q --no-deps -e .   # this repository as the package nested_attention
 	touch $@
 
 $(COMFYUI)/.stamp: $(VENV)/.stamp
@@ -42,25 +43,26 @@ $(COMFYUI)/.stamp: $(VENV)/.stamp
 	touch $@
 
 tiny-models: setup
-	$(PY) tests/fixtures/tiny_models.py $(TINY_MODELS)
+	$(PY) -m nested_attention.toyworld.tiny_models $(TINY_MODELS)
 
 test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) tests/fixtures/demo.py
+	$(PY) -m nested_attention.toyworld.demo
 
 bench: setup
-	$(PY) benchmarks/attention_overhead.py
+	$(PY) -m nested_attention.benchmarks.attention_overhead
+	$(PY) -m nested_attention.benchmarks.sdxl_step
 
 bench-train: setup
-	$(PY) benchmarks/train_step.py
+	$(PY) -m nested_attention.benchmarks.train_step
 
 toyworld: setup
-	$(PY) toyworld/cli.py experiment toyworld_run --update-repository
+	$(PY) -m nested_attention.toyworld experiment toyworld_run --update-repository
 
 toyworld-eval: setup
-	$(PY) toyworld/cli.py evaluate toyworld_eval
+	$(PY) -m nested_attention.toyworld evaluate toyworld_eval
 
 clean-host:
 	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS)

@@ -1,7 +1,7 @@
 """What nested attention costs at sampling time: patched / vanilla time ratios on this machine.
 
-    python benchmarks/attention_overhead.py [--repeats N] [--warmup N] [--threads N] [--skip-sampler]
-                                            [--max-other-load CPUS] [--retry-budget S]
+    python -m nested_attention.benchmarks.attention_overhead [--repeats N] [--warmup N] [--threads N] [--skip-sampler]
+                                                            [--max-other-load CPUS] [--retry-budget S]
 
 Three levels, each timed as vanilla/patched pairs (fp32, CPU, inference mode):
 
@@ -10,7 +10,7 @@ Three levels, each timed as vanilla/patched pairs (fp32, CPU, inference mode):
 * one whole transformer block: ComfyUI's ``BasicTransformerBlock`` unpatched vs the same block with
   the patch installed through ``transformer_options["patches_replace"]["attn2"]``, as the host does;
 * one KSampler step (euler, cfg 5, so one UNet call on [uncond, cond]) of the tiny SD1.5 test model
-  (tests/fixtures/tiny_models.py): the model vs ``apply_subject`` of a random 16-token subject.
+  (toyworld/tiny_models.py): the model vs ``apply_subject`` of a random 16-token subject.
 
 Layers and blocks use SDXL shapes: 4096 queries at width 640 (10 heads) and 1024 queries at width
 1280 (20 heads), 77 text tokens of width 2048, batch 2 = [uncond, cond] with each subject word only
@@ -27,16 +27,11 @@ subject with 16 nested tokens.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .timing import LoadGuard, add_timing_arguments, load_average, machine, paired
+
 SHAPES = ((4096, 640, 10), (1024, 1280, 20))  # (queries, width, heads): SDXL input 4 and input 7 at 1024 px
 TOKENS = (16, 64, 256)
 SUBJECTS = (1, 2)
@@ -49,97 +44,6 @@ COND_OR_UNCOND = [1, 0]  # the batch order the host uses: [uncond, cond]
 UUIDS = ["negative", "positive"]
 SAMPLER_PX = 512
 SAMPLER_TOKENS = 16
-MIN_RUN_S = 0.25  # a timed run of a short call repeats it at least this long
-
-
-def load_by_path(name: str, relative: str):
-    """A module of this repository loaded from its file (never via sys.path: see tests/fixtures/host.py)."""
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def machine(threads: int) -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
-        name = f"{info.get('model name', name)} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
-    except OSError:
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} logical CPUs, torch threads {threads}"
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-class LoadGuard:
-    """Notices other processes' CPU use (from /proc/stat) while a pair of runs is timed.
-
-    On a shared machine another process's burst slows a 2-thread run many times over. A pair
-    during which the rest of the machine used more than ``limit`` CPUs on average is run again, as
-    long as ``budget`` seconds of re-runs remain; pairs kept anyway are counted as ``loaded``.
-    """
-
-    def __init__(self, limit: float, budget: float):
-        self.limit, self.budget, self.loaded = limit, budget, 0
-        self.cpus = os.cpu_count() or 1
-
-    @staticmethod
-    def _jiffies() -> tuple[int, int, int]:
-        """(busy jiffies of all CPUs, all jiffies, this process's jiffies)."""
-        with open("/proc/stat") as f:
-            user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-        with open("/proc/self/stat") as f:
-            utime, stime = map(int, f.read().rsplit(")", 1)[1].split()[11:13])
-        busy = user + nice + system + irq + softirq + steal
-        return busy, busy + idle + iowait, utime + stime
-
-    def start(self):
-        self._mark, self._time = (self._jiffies() if os.path.exists("/proc/stat") else None), time.perf_counter()
-
-    def clean(self) -> bool:
-        """Whether the run since start() had the machine to itself (always True without /proc)."""
-        if self._mark is None:
-            return True
-        busy, total, own = (b - a for a, b in zip(self._mark, self._jiffies()))
-        others = max(0, busy - own) / max(total, 1) * self.cpus  # CPUs used by everyone else
-        if others <= self.limit:
-            return True
-        if self.budget > 0:
-            time.sleep(1.0)  # let the other process's burst pass
-            self.budget -= time.perf_counter() - self._time
-            return False
-        self.loaded += 1
-        return True
-
-
-def paired(vanilla, patched, repeats: int, warmup: int, guard: LoadGuard) -> tuple[float, float, float]:
-    """(median vanilla s, median patched s, median of the per-pair ratios patched / vanilla).
-
-    Each pair runs back to back, in alternating order; a run repeats a short call until it lasts
-    MIN_RUN_S (timed per call), so that the load guard has something to measure.
-    """
-    for _ in range(max(warmup, 1)):
-        vanilla(), patched()
-    start = time.perf_counter()
-    vanilla()
-    calls = max(1, math.ceil(MIN_RUN_S / (time.perf_counter() - start)))
-    pairs = []
-    while len(pairs) < repeats:
-        times = {}
-        guard.start()
-        for fn in ((vanilla, patched) if len(pairs) % 2 == 0 else (patched, vanilla)):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[fn] = (time.perf_counter() - start) / calls
-        if guard.clean():
-            pairs.append((times[vanilla], times[patched]))
-    return (statistics.median(v for v, _ in pairs), statistics.median(p for _, p in pairs),
-            statistics.median(p / v for v, p in pairs))
 
 
 def check_patched(plain, patched, what: str, uncond_row: bool = True) -> None:
@@ -151,22 +55,29 @@ def check_patched(plain, patched, what: str, uncond_row: bool = True) -> None:
                            f"benchmark would not time what sampling does")
 
 
-class Bench:
-    def __init__(self, pack, args):
-        import torch
-        from nested_attention_core.prompt import PromptWords
+def prompt_words(text: str, length: int = TEXT_TOKENS):
+    """The PromptWords of a one-token-per-word prompt (positions 1..n), without a tokenizer."""
+    from ..nested_attention_core.prompt import PromptWords
 
-        self.torch, self.args, self.pack = torch, args, pack
-        self.adapter = pack.nodes.host_adapter
-        positive = PromptWords(tuple((w, (i + 1,)) for i, w in enumerate(POSITIVE_PROMPT.split())), TEXT_TOKENS)
-        negative = PromptWords((("blurry", (1,)),), TEXT_TOKENS)
+    return PromptWords(tuple((w, (i + 1,)) for i, w in enumerate(text.split())), length)
+
+
+class Bench:
+    def __init__(self, args):
+        import torch
+
+        from ..nodes import host
+
+        self.torch, self.args = torch, args
+        self.adapter = host
+        positive, negative = prompt_words(POSITIVE_PROMPT), prompt_words("blurry")
         self.step = self.adapter.StepPrompts(dict(zip(UUIDS, (negative, positive))), sigma=1.0)
         self.block_results = []  # (queries, tokens, subjects, block ratio)
         self.guard = LoadGuard(args.max_other_load, args.retry_budget)
 
     def patch(self, width: int, tokens: int, count: int, generator):
         """Our attn2 replace for one layer, with ``count`` random subjects of ``tokens`` nested tokens."""
-        from nested_attention_core.subject import NestedSubject
+        from ..nested_attention_core.subject import NestedSubject
 
         torch, layer_id = self.torch, "_".join(map(str, LAYER))
         bindings = []
@@ -237,24 +148,24 @@ class Bench:
         import comfy.sd
         import comfy.utils
         import nodes as host_nodes  # ComfyUI's nodes.py (its root is first on sys.path)
-        from nested_attention_core.layers import family_for_context_dim
-        from nested_attention_core.subject import NestedSubject
+
+        from ..nested_attention_core.subject import NestedSubject
+        from ..nodes.text_encode import NestedAttentionTextEncode as text_encode
+        from ..toyworld import tiny_models
 
         torch, adapter = self.torch, self.adapter
-        tiny = load_by_path("nested_attention_bench_tiny_models", "tests/fixtures/tiny_models.py")
-        out_dir = os.environ.get("NESTED_ATTENTION_TINY_MODELS") or REPO_ROOT / ".tiny_models"
-        path = tiny.write_tiny_models(out_dir)["sd15"]
+        path = tiny_models.write_tiny_models(tiny_models.default_models_dir())["sd15"]
         comfy.utils.PROGRESS_BAR_ENABLED = False
         model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=True)
 
         generator = torch.Generator().manual_seed(1)
-        dim, layers = adapter.model_context_dim(model), adapter.model_layers(model)
+        family = adapter.model_family(model)
+        layers = family.layers
         nested = {layer.id: (torch.randn(SAMPLER_TOKENS, layer.width, generator=generator),
                              torch.randn(SAMPLER_TOKENS, layer.width, generator=generator)) for layer in layers}
-        subject = NestedSubject(word="person", tokens=torch.randn(SAMPLER_TOKENS, dim, generator=generator),
-                                nested=nested, base_family=family_for_context_dim(dim), context_dim=dim)
+        subject = NestedSubject(word="person", tokens=torch.randn(SAMPLER_TOKENS, family.context_dim, generator=generator),
+                                nested=nested, base_family=family.name, context_dim=family.context_dim)
         patched = adapter.apply_subject(model, subject, 1.0, 0.0, 1.0)
-        text_encode = self.pack.nodes.text_encode.NestedAttentionTextEncode
         positive, negative = (text_encode.execute(clip, text).args[0] for text in ("a photo of a person", "blurry"))
         latent = {"samples": torch.zeros(1, 4, SAMPLER_PX // 8, SAMPLER_PX // 8)}
 
@@ -271,20 +182,13 @@ class Bench:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed vanilla/patched pairs; medians are kept")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed pairs first (at least 1)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch.set_num_threads (default: the CPUs this process may use)")
-    parser.add_argument("--max-other-load", type=float, default=0.25,
-                        help="re-run a pair when other processes used more CPUs than this meanwhile")
-    parser.add_argument("--retry-budget", type=float, default=300.0,
-                        help="seconds spent at most on such re-runs; later pairs are kept whatever the load")
+    add_timing_arguments(parser, 5, "vanilla/patched pairs")
     parser.add_argument("--skip-sampler", action="store_true", help="leave out the KSampler step")
     args = parser.parse_args(argv)
 
-    host = load_by_path("nested_attention_bench_host", "tests/fixtures/host.py")
-    host.bootstrap_comfy()  # ComfyUI first on sys.path, CPU mode
-    pack = host.load_pack()
+    from ..training.bootstrap import bootstrap_comfy
+
+    bootstrap_comfy()  # ComfyUI first on sys.path, CPU mode
     import comfy.ldm.modules.attention as attention
     import torch
 
@@ -297,7 +201,7 @@ def main(argv=None) -> int:
     print(f"SDXL shapes, batch 2 = [uncond, cond], {TEXT_TOKENS} text tokens, subject words in the cond row only")
     print("RESULT: block ratio for 1 subject x 16 nested tokens, the worse of the two shapes\n")
 
-    bench = Bench(pack, args)
+    bench = Bench(args)
     with torch.inference_mode():
         bench.layers_and_blocks()
         if not args.skip_sampler:

@@ -1,9 +1,9 @@
 """What a training step costs beyond the frozen UNet, and what the feature cache saves.
 
-    python benchmarks/train_step.py [--resolution PX] [--batch-size B] [--repeats N] [--warmup N] [--threads N]
+    python -m nested_attention.benchmarks.train_step [--resolution PX] [--batch-size B] [--repeats N] [--warmup N] [--threads N]
 
 Runs the real trainer (``training/``: session, data folder, feature cache, loop step) on the tiny
-SD1.5 test checkpoint (tests/fixtures/tiny_models.py: a one-level UNet at SD1.5's real widths, 320
+SD1.5 test checkpoint (toyworld/tiny_models.py: a one-level UNet at SD1.5's real widths, 320
 channels, context 768, 4 cross-attention layers; full-size CLIP-L; TAESD-shaped VAE) with the tiny
 CLIP vision tower, fp32 on the CPU, batch 4 of 128 px images by default. The subject encoder is
 scaled to the UNet roughly as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2: 2.5M
@@ -29,52 +29,30 @@ The last line is ``RESULT train_step_overhead=<ratio> cache_speedup=<ratio>``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .timing import machine
+
 SUBJECTS = {"alice": "woman", "bob": "man", "rex": "dog", "tom": "cat"}
 IMAGES_PER_SUBJECT = 2
 ENCODER = {"num_tokens": 16, "encoder_width": 128, "encoder_depth": 2, "encoder_heads": 2, "encoder_dim_head": 64,
            "encoder_ff_mult": 4}
 
 
-def _load(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _bootstrap():
-    """ComfyUI (CPU), this pack, the trainer's package and the tiny test models."""
-    host = _load("nested_attention_test_fixtures_host", REPO_ROOT / "tests/fixtures/host.py")
-    host.bootstrap_comfy()
-    host.load_pack()
-    host.load_training_package()
-    tiny = _load("nested_attention_test_fixtures_tiny_models", REPO_ROOT / "tests/fixtures/tiny_models.py")
-    _load("nested_attention_test_fixtures_test_host_models",
-          REPO_ROOT / "tests/fixtures/test_host_models.py").register_test_models()
-    return tiny.write_tiny_models(os.environ.get("NESTED_ATTENTION_TINY_MODELS") or REPO_ROOT / ".tiny_models")
+    """ComfyUI (CPU) and the tiny test models (toyworld/tiny_models.py), registered."""
+    from ..training.bootstrap import bootstrap_comfy
 
+    bootstrap_comfy()
+    from ..toyworld import tiny_comfy, tiny_models
 
-def machine(threads: int) -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} logical CPUs, torch threads {threads}"
+    tiny_comfy.register_test_models()
+    return tiny_models.write_tiny_models(tiny_models.default_models_dir())
 
 
 def write_data(root: Path) -> Path:
@@ -97,12 +75,12 @@ def warm_up(session, batch_size: int) -> None:
     """One forward + backward of the plain and the patched UNet and the encoder on made-up features."""
     import torch
 
-    from nested_attention_core.prompt import PromptWords
-    from nested_attention_training.batch import Batch
-    from nested_attention_training.binding import SUBJECT_WORD
-    from nested_attention_training.data import TargetCrop
-    from nested_attention_training.features import TextFeatures
-    from nested_attention_training.step import encode_nested
+    from ..nested_attention_core.prompt import PromptWords
+    from ..training.batch import Batch
+    from ..training.binding import SUBJECT_WORD
+    from ..training.data import TargetCrop
+    from ..training.features import TextFeatures
+    from ..training.step import encode_nested
 
     models, den = session.models, session.denoiser
     features = models.clip_vision.encode_image(torch.rand(1, 64, 64, 3), crop=True)["penultimate_hidden_states"]
@@ -122,7 +100,7 @@ def warm_up(session, batch_size: int) -> None:
 
 
 def epoch_samples_per_s(session, steps: int, first_step: int) -> float:
-    from nested_attention_training.loop import optimizer_step
+    from ..training.loop import optimizer_step
 
     start = time.perf_counter()
     for step in range(first_step, first_step + steps):
@@ -144,13 +122,12 @@ def main(argv=None) -> int:
     models_dir = _bootstrap()
     import torch
 
-    from nested_attention_training.comfy_host import host_adapter
-    from nested_attention_training.config import TrainConfig
-    from nested_attention_training.loop import optimizer_step, plans_for
-    from nested_attention_training.batch import assemble
-    from nested_attention_training.loss import denoising_losses
-    from nested_attention_training.models import load_base_models
-    from nested_attention_training.session import open_session
+    from ..training.base_models import load_base_models
+    from ..training.batch import assemble
+    from ..training.config import TrainConfig
+    from ..training.loop import optimizer_step, plans_for
+    from ..training.loss import denoising_losses
+    from ..training.session import open_session
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="nested_attention_bench_") as tmp:
@@ -161,7 +138,7 @@ def main(argv=None) -> int:
                              resolution=args.resolution,
                              batch_size=args.batch_size, max_steps=1000, warmup_steps=0, sample_every=0,
                              progress_bar=False, **ENCODER)
-        models = load_base_models(config, host_adapter())
+        models = load_base_models(config)
         cold = open_session(config, models=models)
         den = cold.denoiser
         steps_per_epoch = cold.order.micro_per_epoch

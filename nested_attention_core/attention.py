@@ -15,6 +15,7 @@ another pack's patch): rows without any subject token are returned untouched, bi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,27 @@ class SubjectAttention:
     token_mask: torch.Tensor
     strength: float = 1.0
     query_mask: torch.Tensor | None = None
+
+
+class AttentionRule(Protocol):
+    """How subjects change one cross-attention call: ``base`` is the layer's plain output
+    softmax(q K^T / sqrt(d)) V [b, n_q, h*d] (the host's, or another pack's), q [b, n_q, h*d] and
+    k, v [b, n_k, h*d] its projected inputs, ``heads`` the head count. Returns the new output of the
+    same shape and dtype; rows where no subject's ``token_mask`` is set are returned bit for bit.
+    Rules are registered by name in ``rules.py``."""
+
+    def __call__(self, base: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                 subjects: Sequence[SubjectAttention]) -> torch.Tensor: ...
+
+
+def subject_rows(subjects: Sequence[SubjectAttention]) -> torch.Tensor:
+    """Indices [r] of the batch rows holding some subject's word."""
+    return torch.stack([s.token_mask.any(-1) for s in subjects]).any(0).nonzero().squeeze(1)
+
+
+def per_row(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of a tensor given per batch row, or once for all rows (leading dim 1)."""
+    return t.expand(rows.shape[0], *t.shape[1:]) if t.shape[0] == 1 else t[rows]
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -62,7 +84,7 @@ def add_nested_values(base, q, k, v, heads: int, subjects: list[SubjectAttention
     active = [s for s in subjects if bool(s.token_mask.any())]
     if not active:
         return base
-    rows = torch.stack([s.token_mask.any(-1) for s in active]).any(0).nonzero().squeeze(1)  # [r]
+    rows = subject_rows(active)  # [r]
     run = _contiguous(rows)  # a slice when the rows are one run (e.g. a single cond chunk)
 
     def take(t):  # t[rows], a view when the rows are one run
@@ -77,14 +99,14 @@ def add_nested_values(base, q, k, v, heads: int, subjects: list[SubjectAttention
     corrected = rearrange(take(base).float(), "b n (h d) -> b h n d", h=heads)
     replaced = None  # sum_s m_s P_qj [j in T_s] for j in cols  [r, h, n_q, c]
     for s, columns in zip(active, per_subject.split(1 + cols.shape[0], -1)):
-        coefficient, subject_columns = columns[..., :1], columns[..., 1:]  # [r, h, n_q, 1], [r, h, n_q, c]
+        share, subject_columns = columns[..., :1], columns[..., 1:]  # [r, h, n_q, 1], [r, h, n_q, c]
         if s.query_mask is not None:
-            query_mask = _rows(s.query_mask, rows).float()[:, None, :, None]  # [r, 1, n_q, 1]
-            coefficient, subject_columns = coefficient * query_mask, subject_columns * query_mask
-        nested_k, nested_v = (rearrange(_rows(t, rows), "b m (h d) -> b h m d", h=heads).to(qh.dtype)
+            query_mask = per_row(s.query_mask, rows).float()[:, None, :, None]  # [r, 1, n_q, 1]
+            share, subject_columns = share * query_mask, subject_columns * query_mask
+        nested_k, nested_v = (rearrange(per_row(t, rows), "b m (h d) -> b h m d", h=heads).to(qh.dtype)
                               for t in (s.nested_keys, s.nested_values))
         nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q  [r, h, n_q, d]
-        corrected = torch.addcmul(corrected, nested_value, coefficient)  # a new float32 buffer, q's layout
+        corrected = torch.addcmul(corrected, nested_value, share)  # a new float32 buffer, q's layout
         replaced = subject_columns if replaced is None else replaced + subject_columns
     values = vh[:, :, cols].float()  # [r, h, c, d]
     for j in range(cols.shape[0]):  # minus sum_j P_qj v_j; c is a handful of token positions
@@ -120,8 +142,3 @@ def _contiguous(rows: torch.Tensor) -> slice | None:
     """slice(first, last + 1) if the sorted indices ``rows`` are one run, else None."""
     first, last = int(rows[0]), int(rows[-1])
     return slice(first, last + 1) if last - first + 1 == rows.shape[0] else None
-
-
-def _rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Select batch rows of a tensor given per row or once for all rows (leading dim 1)."""
-    return t.expand(rows.shape[0], *t.shape[1:]) if t.shape[0] == 1 else t[rows]

@@ -28,7 +28,8 @@ Progress = Callable[[int, int], None]  # progress(done, total)
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Sizes of the subject encoder. Defaults are IP-Adapter Plus SDXL (ViT-H features)."""
+    """Sizes of the subject encoder. Defaults are IP-Adapter Plus SDXL (ViT-H features); each model
+    family names its own (``families.ModelFamily.encoder``)."""
 
     num_tokens: int = 16  # N subject tokens = learned latents
     width: int = 1280  # resampler width
@@ -45,17 +46,6 @@ class EncoderConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise NestedAttentionError(
                     f"EncoderConfig.{f.name} must be a positive integer, got {value!r}")
-
-    @classmethod
-    def for_family(cls, family: str) -> "EncoderConfig":
-        """IP-Adapter Plus sizes for a base family: "sd15" or "sdxl"."""
-        if family == "sdxl":
-            return cls()
-        if family == "sd15":
-            return cls(width=768, heads=12, output_dim=768)
-        raise NestedAttentionError(
-            f"unknown base family {family!r} for EncoderConfig.for_family; use 'sd15' or 'sdxl', "
-            "or build EncoderConfig(...) with explicit sizes")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

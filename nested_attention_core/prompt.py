@@ -47,16 +47,17 @@ class PromptWords:
     def text(self) -> str:
         return " ".join(word for word, _ in self.words)
 
-    def positions(self, word: str) -> list[int]:
-        """Context positions of every occurrence of ``word`` (one or more words, matched whole)."""
+    def occurrences(self, word: str) -> list[tuple[int, ...]]:
+        """The context positions of each occurrence of ``word`` (one or more words, matched whole,
+        as ``normalize_word`` gives them)."""
         target = normalize_word(word).split()
         texts = [w for w, _ in self.words]
-        found = []
-        for start in range(len(texts) - len(target) + 1):
-            if texts[start:start + len(target)] == target:
-                for _, positions in self.words[start:start + len(target)]:
-                    found.extend(positions)
-        return found
+        return [tuple(p for _, positions in self.words[start:start + len(target)] for p in positions)
+                for start in range(len(texts) - len(target) + 1) if texts[start:start + len(target)] == target]
+
+    def positions(self, word: str) -> list[int]:
+        """Context positions of every occurrence of ``word``."""
+        return [p for occurrence in self.occurrences(word) for p in occurrence]
 
     def token_mask(self, word: str, length: int | None = None) -> torch.Tensor:
         """Bool mask [length] of the word's positions. A context longer than the prompt (the host

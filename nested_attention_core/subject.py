@@ -86,7 +86,6 @@ class NestedSubject:
 def encode_subject(encoder: SubjectEncoder, image_features: Tensor, word: str, base_family: str,
                    progress: Optional[Progress] = None) -> NestedSubject:
     """Reference-image features [B, T, F] -> subject with M = B*N tokens and all nested keys/values."""
-    word = normalize_word(word)
     if not isinstance(image_features, Tensor) or image_features.ndim != 3 or image_features.shape[0] == 0:
         shape = tuple(image_features.shape) if isinstance(image_features, Tensor) else type(image_features).__name__
         raise ReferenceImageError(f"reference image features must be [images>0, tokens, features], got {shape}; "

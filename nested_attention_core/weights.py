@@ -35,8 +35,8 @@ from torch import Tensor
 
 from .encoder import EncoderConfig, SubjectEncoder
 from .errors import NestedAttentionError, WeightsFormatError
-from .layers import (FAMILY_CONTEXT_DIM, FAMILY_LAYERS, FAMILY_NAMES, LayerSpec,
-                     family_for_context_dim, ip_adapter_order, parse_layer_id)
+from .families import display_name, families, ip_adapter_family
+from .layers import LayerSpec, ip_adapter_order, parse_layer_id
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ PathLike = Union[str, os.PathLike]
 FORMAT = "nested_attention"
 FORMAT_VERSION = "1"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
-IP_ADAPTER_FAMILY_BY_COUNT = {16: "sd15", 70: "sdxl"}
 IP_ADAPTER_DIM_HEAD = 64
 WEIGHTS_FIX = ("give a .safetensors file written by save_weights (Train/Save Nested Attention), "
                "or an IP-Adapter Plus .safetensors/.bin file")
@@ -73,8 +72,7 @@ class NestedAttentionWeights:
         return self.encoder.config.output_dim
 
     def describe(self) -> str:
-        family = FAMILY_NAMES.get(self.base_family, self.base_family)
-        return (f"Nested Attention weights: {family}, {len(self.layers)} layers, "
+        return (f"Nested Attention weights: {display_name(self.base_family)}, {len(self.layers)} layers, "
                 f"{self.config.num_tokens} subject tokens per image, context {self.context_dim}, "
                 f"image features {self.config.image_feature_dim}, from {self.source_format}")
 
@@ -227,9 +225,9 @@ def _from_ip_adapter(path: Path, tensors: dict[str, Tensor], device) -> NestedAt
                                  f"file (FaceID and other variants are not supported); {WEIGHTS_FIX}")
     config = _infer_ip_adapter_config(path, proj)
     numbers = {k.split(".")[1] for k in tensors if k.startswith("ip_adapter.")}
-    family = ip_adapter_family(path, len(numbers), config.output_dim)
-    ordered = ip_adapter_order(FAMILY_LAYERS[family]())
-    encoder = _skeleton(path, config, FAMILY_LAYERS[family]())
+    family = ip_adapter_file_family(path, len(numbers), config.output_dim)
+    ordered = ip_adapter_order(list(family.layers))
+    encoder = _skeleton(path, config, list(family.layers))
     expected = {f"image_proj.{k}": tuple(t.shape) for k, t in encoder.resampler.state_dict().items()}
     state = {f"resampler.{k}": t for k, t in proj.items()}
     for k, layer in enumerate(ordered):
@@ -239,26 +237,27 @@ def _from_ip_adapter(path: Path, tensors: dict[str, Tensor], device) -> NestedAt
             if key in tensors:
                 state[f"nested_layers.{layer.id}.{ours}.weight"] = tensors[key]
     check_tensor_layout(path, expected, tensors, "it is not a complete IP-Adapter Plus file for "
-                        f"{FAMILY_NAMES[family]}; download it again")
+                        f"{family.display_name}; download it again")
     _load_into(encoder, state, device)
-    return NestedAttentionWeights(encoder, family, "ip_adapter_plus")
+    return NestedAttentionWeights(encoder, family.name, "ip_adapter_plus")
 
 
-def ip_adapter_family(path: PathLike, count: int, output_dim: int) -> str:
-    """Base family of an IP-Adapter Plus file from its number of attn2 entries, checked against its width."""
-    family = IP_ADAPTER_FAMILY_BY_COUNT.get(count)
+def ip_adapter_file_family(path: PathLike, count: int, output_dim: int):
+    """The family of an IP-Adapter Plus file from its number of attn2 entries, checked against its width."""
+    family = ip_adapter_family(count)
     if family is None:
+        known = ", ".join(f"{f.display_name} ({len(f.layers)})" for f in families() if f.ip_adapter)
         raise WeightsFormatError(
-            f"{path} has {count} IP-Adapter cross-attention entries; only SD1.5 (16) and SDXL (70) "
-            "IP-Adapter Plus files are known; use an IP-Adapter Plus file for SD1.5 or SDXL")
-    by_width = family_for_context_dim(output_dim)
-    if by_width in FAMILY_CONTEXT_DIM and by_width != family:
+            f"{path} has {count} IP-Adapter cross-attention entries; only IP-Adapter Plus files of {known} "
+            "are known; use an IP-Adapter Plus file for one of these")
+    by_width = next((f for f in families() if f.ip_adapter and f.context_dim == output_dim), None)
+    if by_width is not None and by_width != family:
         raise WeightsFormatError(
-            f"{path} is inconsistent: its {count} cross-attention entries say {FAMILY_NAMES[family]} "
-            f"but its token width {output_dim} says {FAMILY_NAMES[by_width]}; download it again")
-    if by_width not in FAMILY_CONTEXT_DIM:
+            f"{path} is inconsistent: its {count} cross-attention entries say {family.display_name} "
+            f"but its token width {output_dim} says {by_width.display_name}; download it again")
+    if by_width is None:
         log.warning("%s: token width %d is not %s's context width %d; taking %s from its %d layers",
-                    path, output_dim, FAMILY_NAMES[family], FAMILY_CONTEXT_DIM[family], family, count)
+                    path, output_dim, family.display_name, family.context_dim, family.name, count)
     return family
 
 

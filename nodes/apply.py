@@ -1,8 +1,8 @@
 """ApplyNestedAttention: patch the model's cross-attention with one subject; chain one per subject."""
 from comfy_api.latest import io
 
-from .host_adapter import apply_subject
-from .types import CATEGORY, NestedSubject
+from .host import apply_subject
+from .sockets import CATEGORY, NestedSubject
 
 
 class ApplyNestedAttention(io.ComfyNode):

@@ -4,9 +4,9 @@ import logging
 import folder_paths
 from comfy_api.latest import io
 
-from nested_attention_core.weights import load_weights
+from ..nested_attention_core.weights import load_weights
 
-from .types import CATEGORY, IPADAPTER_FOLDER, WEIGHTS_FOLDER, NestedAttentionWeights
+from .sockets import CATEGORY, IPADAPTER_FOLDER, WEIGHTS_FOLDER, NestedAttentionWeights
 
 IPADAPTER_PREFIX = "ipadapter: "
 log = logging.getLogger(__name__)

@@ -3,10 +3,9 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from nested_attention_core.reference import prepare_reference_images
-from nested_attention_core.subject import encode_subject
-
-from .types import CATEGORY, NestedAttentionWeights, NestedSubject
+from ..nested_attention_core.subject import encode_subject
+from .host import reference_features
+from .sockets import CATEGORY, NestedAttentionWeights, NestedSubject
 
 
 class NestedAttentionSubject(io.ComfyNode):
@@ -37,8 +36,7 @@ class NestedAttentionSubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, nested_attention, clip_vision, image, word, mask=None) -> io.NodeOutput:
-        images = prepare_reference_images(image, mask)
-        features = clip_vision.encode_image(images, crop=True)["penultimate_hidden_states"]
+        features = reference_features(clip_vision, image, mask)
         progress = comfy.utils.ProgressBar(len(nested_attention.layers))
         with torch.inference_mode():
             subject = encode_subject(nested_attention.encoder, features,

@@ -4,9 +4,9 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from nested_attention_core.subject import load_subject, save_subject
+from ..nested_attention_core.subject import load_subject, save_subject
 
-from .types import CATEGORY, SUBJECTS_FOLDER, NestedSubject
+from .sockets import CATEGORY, SUBJECTS_FOLDER, NestedSubject
 
 
 class NestedAttentionSaveSubject(io.ComfyNode):

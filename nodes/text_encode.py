@@ -1,8 +1,8 @@
 """NestedAttentionTextEncode: CLIPTextEncode that also records where each word of the prompt sits."""
 from comfy_api.latest import io
 
-from .host_adapter import PROMPT_KEY, prompt_words
-from .types import CATEGORY
+from .host import encode_prompt
+from .sockets import CATEGORY
 
 
 class NestedAttentionTextEncode(io.ComfyNode):
@@ -26,6 +26,4 @@ class NestedAttentionTextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:
-        tokens, words = prompt_words(clip, text)
-        conditioning = clip.encode_from_tokens_scheduled(tokens)
-        return io.NodeOutput([[cond, {**extra, PROMPT_KEY: words}] for cond, extra in conditioning])
+        return io.NodeOutput(encode_prompt(clip, text))

@@ -1,4 +1,4 @@
-"""``python -m toyworld ...``: the toy world's command line (see cli.py)."""
+"""``python -m nested_attention.toyworld ...``: the toy world's command line (see cli.py)."""
 import sys
 
 from .cli import main

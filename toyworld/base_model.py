@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .host import load_host, toy_models
+from .comfy_runtime import load_host, toy_models
 
 CHECKPOINT_NAME = "toyworld_base.safetensors"
 CLIP_VISION_NAME = "toyworld_clip_vision.safetensors"
@@ -123,7 +123,7 @@ def checkpoint_state(model, text_encoder_state: dict, vae_state: dict) -> dict:
 
 def save_file(state: dict, path, metadata: dict, dtype=torch.float16) -> Path:
     """Floating tensors in ``dtype``, written atomically with string metadata."""
-    from nested_attention_core.weights import write_safetensors
+    from ..nested_attention_core.weights import write_safetensors
 
     load_host()
     state = {k: (v.to(dtype) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}

@@ -23,7 +23,7 @@ import torch
 from .base_model import (CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_clip_vision,
                          new_model, new_text_encoder_state, save_file)
 from .scene import all_scenes, caption, caption_two
-from .host import load_host
+from .comfy_runtime import load_host
 from .identity import DOMAINS
 from .progress import progress_bar
 from .unet_training import UNetTrainConfig, encode_captions, train_unet

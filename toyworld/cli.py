@@ -1,12 +1,12 @@
 """Command line of the toy world.
 
-    python toyworld/cli.py preview OUT.png            contact sheet: identities x scenes, two-subject renders
-    python toyworld/cli.py train-scorers OUT_DIR      train and measure the identity and scene models
-    python toyworld/cli.py write-dataset ROOT         a training folder in the trainer's layout
-    python toyworld/cli.py experiment OUT_DIR         the whole experiment (data, scorers, base, encoders, evaluation)
-    python toyworld/cli.py evaluate OUT_DIR           re-evaluate the committed weights (toyworld/weights)
+    python -m nested_attention.toyworld preview OUT.png        contact sheet: identities x scenes, two-subject renders
+    python -m nested_attention.toyworld train-scorers OUT_DIR  train and measure the identity and scene models
+    python -m nested_attention.toyworld write-dataset ROOT     a training folder in the trainer's layout
+    python -m nested_attention.toyworld experiment OUT_DIR     the whole experiment (data, scorers, base, encoders, evaluation)
+    python -m nested_attention.toyworld evaluate OUT_DIR       re-evaluate the committed weights (toyworld/weights)
 
-(or ``python -m toyworld ...`` from the repository root). ``--help`` on each command lists its flags.
+``--help`` on each command lists its flags (the package is installed by ``make setup``: ``pip install -e .``).
 """
 from __future__ import annotations
 
@@ -16,25 +16,19 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: put the repository root, not this folder, on sys.path
-    _here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(_here)]
-    sys.path.insert(0, str(Path(_here).parent))
-    __package__ = "toyworld"
-
-from .dataset import write_training_folder  # noqa: E402
-from .errors import ToyWorldError  # noqa: E402
-from .evaluation import EvalConfig  # noqa: E402
-from .experiment import PRESETS, STAGES, run as run_experiment  # noqa: E402
-from .progress import tqdm_bar  # noqa: E402
-from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, compare_results, run_evaluation,  # noqa: E402
+from .dataset import write_training_folder
+from .errors import ToyWorldError
+from .evaluation import EvalConfig
+from .experiment import PRESETS, STAGES, run as run_experiment
+from .progress import tqdm_bar
+from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, compare_results, run_evaluation,
                       update_repository)
-from .identity import DOMAINS, HELDOUT_START  # noqa: E402
-from .preview import contact_sheet, default_identities  # noqa: E402
-from .scorer_pipeline import ScorerPipelineConfig, train_scorers  # noqa: E402
-from .scorer_training import FitConfig  # noqa: E402
+from .identity import DOMAINS, HELDOUT_START
+from .preview import contact_sheet, default_identities
+from .scorer_pipeline import ScorerPipelineConfig, train_scorers
+from .scorer_training import FitConfig
 
-log = logging.getLogger("toyworld")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for name in ("toyworld", "nested_attention_training"):
+    for name in ("nested_attention.toyworld", "nested_attention.training"):
         logging.getLogger(name).setLevel(args.log_level.upper())
     try:
         if args.command == "preview":

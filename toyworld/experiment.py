@@ -212,14 +212,14 @@ def _scorer_summary(report: dict) -> dict:
 
 def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
     """Train ours and the two baselines with the repository's trainer, one budget, one frozen base."""
-    from .host import load_host
+    from .comfy_runtime import load_host
 
     load_host()
-    from nested_attention_training.comfy_host import host_adapter
-    from nested_attention_training.config import TrainConfig
-    from nested_attention_training.loop import train
-    from nested_attention_training.models import load_base_models
-    from nested_attention_training.session import open_session
+    from ..training.base_models import load_base_models
+    from ..training.config import TrainConfig
+    from ..training.loop import train
+    from ..training.method import method_named
+    from ..training.session import open_session
 
     models_dir = out_dir / "base" / "models"
     common = TrainConfig(
@@ -232,9 +232,9 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         background_loss_weight=config.background_loss_weight,
         precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
         cache_dir=str(out_dir / "encoders" / "feature_cache"))
-    models = load_base_models(common, host_adapter())
-    for key, factory in METHODS.values():
+    models = load_base_models(common)
+    for key, method in METHODS.values():
         log.info("encoders: training %s", key)
         session = open_session(replace(common, output=str(out_dir / "encoders" / key), name=f"toyworld_{key}"),
-                               models=models, method=factory())
+                               models=models, method=method_named(method))
         train(session)

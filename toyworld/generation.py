@@ -2,8 +2,8 @@
 
 The evaluation drives ComfyUI's own pieces in process, as a workflow would: the checkpoint
 through ``CheckpointLoaderSimple``'s loader, the CLIP vision tower, the pack's text encoding
-(prompt words on the conditioning), ``host_adapter.apply_subject`` (what ApplyNestedAttention
-calls; a baseline only adds its attention rule), ``common_ksampler`` (KSampler) and the VAE.
+(prompt words on the conditioning), ``host.apply_subject`` (what ApplyNestedAttention
+calls; a baseline only names its attention rule), ``common_ksampler`` (KSampler) and the VAE.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .host import host_adapter, load_host
+from .comfy_runtime import load_host
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,16 @@ class ToyHost:
 
         comfy.utils.PROGRESS_BAR_ENABLED = False  # one bar for the evaluation, not one per image
         model, clip, vae = load_checkpoint(checkpoint)
-        adapter = host_adapter()
-        from nested_attention_core.layers import family_for_context_dim
+        from ..nodes import host
 
-        return cls(model, clip, vae, load_clip_vision(clip_vision),
-                   family_for_context_dim(adapter.model_context_dim(model)))
+        return cls(model, clip, vae, load_clip_vision(clip_vision), host.model_family(model).name)
 
     def positive(self, text: str):
         """CONDITIONING with the prompt's words, as NestedAttentionTextEncode makes it."""
         if ("positive", text) not in self._conditioning:
-            _, words = host_adapter().prompt_words(self.clip, text)
-            conditioning = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
-            self._conditioning["positive", text] = [[cond, {**extra, host_adapter().PROMPT_KEY: words}]
-                                                    for cond, extra in conditioning]
+            from ..nodes import host
+
+            self._conditioning["positive", text] = host.encode_prompt(self.clip, text)
         return self._conditioning["positive", text]
 
     def negative(self, text: str = ""):
@@ -66,19 +63,17 @@ class ToyHost:
     @torch.no_grad()
     def features(self, images: np.ndarray) -> torch.Tensor:
         """CLIP vision penultimate features of uint8 reference images [R, H, W, 3], as the Subject node."""
-        from nested_attention_core.reference import prepare_reference_images
+        from ..nodes import host
 
-        image = torch.from_numpy(np.array(images, dtype=np.float32)) / 255
-        return self.clip_vision.encode_image(prepare_reference_images(image, None), crop=True)[
-            "penultimate_hidden_states"]
+        return host.reference_features(self.clip_vision, torch.from_numpy(np.array(images, dtype=np.float32)) / 255)
 
     def with_subject(self, model, method, encoder, references: np.ndarray, word: str, region=None):
         """``model`` with one subject applied by ``method`` (ours: the trainer's NESTED)."""
-        from .baselines import apply_method
+        from ..nodes import host
 
         with torch.inference_mode():
             subject = method.subject(encoder, self.features(references), word, self.family)
-        return apply_method(host_adapter(), model, method, subject, region=region)
+        return host.apply_subject(model, subject, 1.0, region=region, rule=method.rule)
 
     @torch.no_grad()
     def sample(self, model, text: str, seed: int, settings: SamplerSettings, size: int = 64) -> np.ndarray:

@@ -31,29 +31,11 @@ from .identity import PERSON, PET, heldout_ids
 from .progress import progress_bar
 
 
-def _nested():
-    from nested_attention_training.method import NESTED
-
-    return NESTED
-
-
-def _single_token():
-    from .baselines import SINGLE_TOKEN
-
-    return SINGLE_TOKEN
-
-
-def _decoupled():
-    from .baselines import DECOUPLED
-
-    return DECOUPLED
-
-
-# table name -> (file key, method factory); ours first
+# table name -> (file key, the trainer's method name); ours first
 METHODS = {
-    "nested attention (ours)": ("nested_attention", _nested),
-    "single token": ("single_token", _single_token),
-    "decoupled cross-attention": ("decoupled", _decoupled),
+    "nested attention (ours)": ("nested_attention", "nested"),
+    "single token": ("single_token", "single_token"),
+    "decoupled cross-attention": ("decoupled", "decoupled"),
 }
 BASE_FILES = {"checkpoint": "models/checkpoints/toyworld_base.safetensors",
               "clip_vision": "models/clip_vision/toyworld_clip_vision.safetensors"}
@@ -68,7 +50,7 @@ RESULT_FILES = ("results.json", "results.md", "grid.png")
 
 
 def _fp16_copy(source: Path, target: Path) -> None:
-    from nested_attention_core.weights import write_safetensors
+    from ..nested_attention_core.weights import write_safetensors
 
     with safe_open(str(source), framework="pt") as f:
         metadata = f.metadata() or {}
@@ -99,12 +81,14 @@ def publish(out_dir, weights_dir) -> dict:
 
 
 def load_methods(weights_dir: Path) -> dict:
-    from nested_attention_core.weights import load_weights
+    from ..nested_attention_core.weights import load_weights
 
     methods = {}
-    for name, (key, factory) in METHODS.items():
+    from ..training.method import method_named
+
+    for name, (key, method) in METHODS.items():
         encoder = load_weights(weights_dir / ENCODER_FILES[key]).encoder.float().eval()
-        methods[name] = (factory(), encoder)
+        methods[name] = (method_named(method), encoder)
     return methods
 
 

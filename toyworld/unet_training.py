@@ -52,7 +52,7 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
     rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout).
     Returns the loss of every step.
     """
-    from nested_attention_training.loss import denoising_losses
+    from ..training.loss import denoising_losses
 
     net = model.diffusion_model.train().requires_grad_(True)
     params = [p for p in net.parameters()]

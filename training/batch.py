@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from nested_attention_core.prompt import PromptWords
+from ..nested_attention_core.prompt import PromptWords
 
 from .binding import subject_only
 from .data import ReferenceChoice, TargetCrop, TrainingData, choose_reference

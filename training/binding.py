@@ -1,6 +1,6 @@
 """The training binding: the live per-row encoder outputs of the current batch, as a host binding.
 
-``host_adapter.apply_binding`` installs any object with ``word``, ``strength``, ``active(sigma)``,
+``host.apply_binding`` installs any object with ``word``, ``strength``, ``active(sigma)``,
 ``nested_kv(layer_id, device, dtype)`` and ``query_mask(...)`` into every attn2 layer, through the same
 ``NestedAttentionPatch`` that runs at inference. At inference the binding holds one frozen subject;
 here it hands out the nested keys/values ``[B, m, width]`` that the subject encoder has just computed
@@ -16,7 +16,8 @@ dropped carries no prompt.
 """
 from __future__ import annotations
 
-from nested_attention_core.prompt import PromptWords, normalize_word
+from ..nested_attention_core.prompt import PromptWords
+from ..nested_attention_core.rules import NESTED as NESTED_RULE
 
 
 class LiveNested:
@@ -36,9 +37,9 @@ class TrainingBinding:
     strength = 1.0
     word = SUBJECT_WORD
 
-    def __init__(self, live: LiveNested, rule=None):
+    def __init__(self, live: LiveNested, rule: str = NESTED_RULE):
         self.live = live
-        self.rule = rule  # the training method's attention rule; None: nested attention
+        self.rule = rule  # the training method's attention rule, by name
 
     def __deepcopy__(self, memo):
         return self
@@ -59,11 +60,4 @@ class TrainingBinding:
 def subject_only(words: PromptWords, word: str) -> PromptWords:
     """The prompt reduced to the occurrences of ``word``, each renamed ``SUBJECT_WORD``: the same
     context positions and length, no other words."""
-    target = normalize_word(word).split()
-    texts = [w for w, _ in words.words]
-    occurrences = []
-    for start in range(len(texts) - len(target) + 1):
-        if texts[start:start + len(target)] == target:
-            positions = tuple(p for _, ps in words.words[start:start + len(target)] for p in ps)
-            occurrences.append((SUBJECT_WORD, positions))
-    return PromptWords(tuple(occurrences), words.length)
+    return PromptWords(tuple((SUBJECT_WORD, positions) for positions in words.occurrences(word)), words.length)

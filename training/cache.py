@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from safetensors import SafetensorError, safe_open
 
-from nested_attention_core.weights import write_safetensors
+from ..nested_attention_core.weights import write_safetensors
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from typing import Optional
 
 from .errors import TrainingConfigError
 
-FAMILY_RESOLUTION = {"sd15": 512, "sdxl": 1024}
 GROUPS = ("required", "host", "encoder", "data", "training", "cache", "output", "samples")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REFERENCES = ("other", "self")
@@ -195,10 +194,10 @@ class TrainConfig:
         default = Path(self.data).expanduser() / "subjects.json"
         return default if default.is_file() else None
 
-    def resolved(self, family: str) -> "TrainConfig":
-        """Fill in what depends on the base family: resolution and the weights name."""
-        return replace(self, resolution=self.resolution or FAMILY_RESOLUTION.get(family, 512),
-                       name=self.name or f"nested_attention_{family}")
+    def resolved(self, family) -> "TrainConfig":
+        """Fill in what depends on the base family (a ``ModelFamily``): resolution and the weights name."""
+        return replace(self, resolution=self.resolution or family.resolution,
+                       name=self.name or f"nested_attention_{family.name}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -218,12 +217,12 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+def build_parser(prog: str = "nested-attention-train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train Nested Attention weights (a subject encoder and nested key/value projections) on a "
                     "frozen ComfyUI checkpoint; the output loads with the 'Nested Attention Loader' node. Several "
-                    "GPUs: torchrun --nproc_per_node N training/train.py ...")
+                    "GPUs: torchrun --nproc_per_node N -m nested_attention.training ...")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(TrainConfig):
         meta, option = f.metadata, f"--{_flag(f.name)}"
@@ -253,7 +252,7 @@ def _value_type(f):
     return str
 
 
-def parse_args(argv=None, prog: str = "train.py") -> TrainConfig:
+def parse_args(argv=None, prog: str = "nested-attention-train") -> TrainConfig:
     args = build_parser(prog).parse_args(argv)
     return TrainConfig(**vars(args))
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nested_attention_core.prompt import normalize_word
-from nested_attention_core.reference import prepare_reference_images
+from ..nested_attention_core.prompt import normalize_word
+from ..nested_attention_core.reference import prepare_reference_images
 
 from .errors import TrainingDataError
 

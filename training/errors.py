@@ -1,5 +1,5 @@
 """Error types of the trainer. Every message names the input at fault (a flag, a file) and the fix."""
-from nested_attention_core.errors import NestedAttentionError
+from ..nested_attention_core.errors import NestedAttentionError
 
 
 class TrainingConfigError(NestedAttentionError):

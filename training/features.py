@@ -15,8 +15,9 @@ from typing import Optional
 
 import torch
 
-from nested_attention_core.prompt import PromptWords
+from ..nested_attention_core.prompt import PromptWords
 
+from ..nodes import host
 from .cache import FeatureCache, as_stored, feature_key
 from .data import TargetCrop, TrainImage, reference_pixels, target_crop, target_mask, target_pixels
 
@@ -41,9 +42,8 @@ class LatentFeatures:
 class HostEncoders:
     """The frozen host models that make features, each call counted in ``calls``."""
 
-    def __init__(self, clip, vae, clip_vision, prompt_words):
+    def __init__(self, clip, vae, clip_vision):
         self.clip, self.vae, self.clip_vision = clip, vae, clip_vision
-        self._prompt_words = prompt_words  # host_adapter.prompt_words
         self.calls = Counter()
 
     def latent(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class HostEncoders:
 
     def text(self, text: str) -> tuple[torch.Tensor, Optional[torch.Tensor], dict, PromptWords]:
         self.calls["text"] += 1
-        tokens, words = self._prompt_words(self.clip, text)
+        tokens, words = host.prompt_words(self.clip, text)
         cond, pooled = self.clip.encode_from_tokens(tokens, return_pooled=True)
         ids = {name: torch.tensor([t[0] for chunk in chunks for t in chunk], dtype=torch.int64)
                for name, chunks in tokens.items()}
@@ -60,7 +60,7 @@ class HostEncoders:
 
     def image(self, pixels: torch.Tensor) -> torch.Tensor:
         self.calls["clip_vision"] += 1
-        return self.clip_vision.encode_image(pixels, crop=True)["penultimate_hidden_states"]
+        return host.reference_features(self.clip_vision, pixels)
 
 
 class FeatureStore:

@@ -2,7 +2,7 @@
 
 Each row is one sample prompt: the reference image, the prompt sampled without the subject, and the
 prompt sampled with the subject encoded by the current encoder and applied with
-``host_adapter.apply_subject``, exactly as the Subject and Apply nodes do (by the run's training
+``host.apply_subject``, exactly as the Subject and Apply nodes do (by the run's training
 method, method.py: a baseline encodes and applies its subject its own way). Sampling uses
 ``comfy.sample.sample`` (the KSampler path) with the prompt's word positions in the conditioning,
 as *Nested Attention Text Encode* puts them there.
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..nodes import host
 from .data import TrainingData, reference_pixels
 from .errors import TrainingConfigError
 
@@ -64,7 +65,7 @@ def render_grid(session, prompts: list[SamplePrompt], path: Path) -> Path:
     """Sample every prompt without and with its subject; write the PNG grid to ``path``."""
     import comfy.sample
 
-    cfg, models, store, adapter = session.config, session.models, session.store, session.adapter
+    cfg, models, store = session.config, session.models, session.store
     negative_text = store.text("")
     negative = [[negative_text.cond, _extra(negative_text, None)]]
     size = cfg.resolution
@@ -72,11 +73,11 @@ def render_grid(session, prompts: list[SamplePrompt], path: Path) -> Path:
     with torch.no_grad():
         for prompt in prompts:
             text = store.text(prompt.prompt)
-            positive = [[text.cond, _extra(text, adapter.PROMPT_KEY)]]
+            positive = [[text.cond, _extra(text, host.PROMPT_KEY)]]
             reference = session.data.images[prompt.reference]
             features = store.reference(reference, None)
             subject = session.method.subject(session.encoder, features, prompt.word, models.family)
-            with_subject = adapter.apply_subject(models.patcher, subject, 1.0, 0.0, 1.0, rule=session.method.rule)
+            with_subject = host.apply_subject(models.patcher, subject, 1.0, 0.0, 1.0, rule=session.method.rule)
             row = [_fit(reference_pixels(reference, None)[0], size)]
             for model in (models.patcher, with_subject):
                 latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, size // 8, size // 8))

@@ -1,6 +1,6 @@
 """Everything a run needs, built once: models, data, features, encoder, patched UNet, optimizer.
 
-``open_session`` expects ComfyUI to be bootstrapped and the pack importable (``train.py`` does
+``open_session`` expects ComfyUI to be bootstrapped and the pack importable (``cli.py`` does
 that; so do the test fixtures). The loop (loop.py), the tests and the benchmark all start here.
 """
 from __future__ import annotations
@@ -13,16 +13,17 @@ from typing import Optional
 
 import torch
 
-from nested_attention_core.weights import layers_to_json, save_weights
+from ..nested_attention_core.weights import layers_to_json, save_weights
 
 from .cache import FeatureCache, file_identity
-from .comfy_host import host_adapter, load_module_file
+from .. import load_module_file
+from ..nodes import host
 from .config import TrainConfig
 from .data import TrainingData, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
 from .method import NESTED
-from .models import BaseModels, build_encoder, load_base_models
+from .base_models import BaseModels, build_encoder, load_base_models
 from .optim import autocast_dtype, make_grad_scaler, make_optimizer, make_scheduler
 from .step import Denoiser
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 class TrainingSession:
     config: TrainConfig  # resolved for the base family
     dist: DistContext
-    adapter: object  # the pack's nodes.host_adapter
     models: BaseModels
     data: TrainingData
     encoders: HostEncoders
@@ -55,15 +55,15 @@ class TrainingSession:
         return self.denoiser.device
 
     def has_word(self, text: str, word: str) -> bool:
-        return word_matcher(self.adapter, self.models.clip)(text, word)
+        return word_matcher(self.models.clip)(text, word)
 
     def save_weights(self, path) -> None:
         save_weights(path, self.encoder, self.models.family)
 
 
-def word_matcher(adapter, clip):
+def word_matcher(clip):
     """has_word(text, word): the host tokenizer finds ``word`` in ``text`` as whole words."""
-    return lambda text, word: bool(adapter.prompt_words(clip, text)[1].positions(word))
+    return lambda text, word: bool(host.prompt_words(clip, text)[1].positions(word))
 
 
 def load_extra_modules(paths) -> None:
@@ -78,21 +78,20 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     (method.py), nested attention by default."""
     dist = dist or DistContext()
     method = method or NESTED
-    adapter = host_adapter()
     load_extra_modules(config.extra_module)
-    models = models or load_base_models(config, adapter)
-    config = config.resolved(models.family)
+    models = models or load_base_models(config)
+    config = config.resolved(models.model_family)
 
-    data = scan_data_folder(config.data, word_matcher(adapter, models.clip), config.words_path, config.default_word,
+    data = scan_data_folder(config.data, word_matcher(models.clip), config.words_path, config.default_word,
                             config.skip_bad_captions)
-    encoders = HostEncoders(models.clip, models.vae, models.clip_vision, adapter.prompt_words)
+    encoders = HostEncoders(models.clip, models.vae, models.clip_vision)
     checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)
     cache = FeatureCache(config.cache_path, config.cache_memory_mb << 20)
     store = FeatureStore(encoders, cache, checkpoint_id, clip_vision_id, config.resolution)
 
-    encoder, source = build_encoder(config, models, adapter)
+    encoder, source = build_encoder(config, models)
     method.prepare(encoder)
-    denoiser = Denoiser(models.patcher, adapter, method.rule)
+    denoiser = Denoiser(models.patcher, method.rule)
     denoiser.load()
     encoder.to(denoiser.device)
     broadcast_module(encoder, dist)
@@ -106,7 +105,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
              len(models.layers), denoiser.kind, method.name, source, json.loads(encoder.config.to_json()),
              sum(p.numel() for p in encoder.parameters()) / 1e6, sum(p.numel() for p in parameters) / 1e6,
              len(data), len(data.subjects), data.words())
-    return TrainingSession(config, dist, adapter, models, data, encoders, store, encoder, source, method, parameters,
+    return TrainingSession(config, dist, models, data, encoders, store, encoder, source, method, parameters,
                            denoiser, optimizer, make_scheduler(optimizer, config),
                            make_grad_scaler(amp, denoiser.device), amp,
                            DataOrder(len(data), config.batch_size, dist, config.seed), identity)

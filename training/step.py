@@ -1,6 +1,6 @@
 """The frozen host UNet, patched for training, and the per-row denoising loss of a batch.
 
-``Denoiser`` installs a ``TrainingBinding`` with ``host_adapter.apply_binding``, the very call the
+``Denoiser`` installs a ``TrainingBinding`` with ``host.apply_binding``, the very call the
 Apply node makes at inference, and then calls the host's
 ``BaseModel.apply_model`` with the patched ModelPatcher's transformer options plus what the host's
 sampler would add for a batch: ``cond_or_uncond`` (every row positive), one ``uuid`` per row, the
@@ -14,6 +14,8 @@ import contextlib
 
 import torch
 
+from ..nested_attention_core.rules import NESTED as NESTED_RULE
+from ..nodes import host
 from .batch import Batch
 from .binding import LiveNested, TrainingBinding
 from .loss import denoising_losses, parameterization
@@ -21,15 +23,14 @@ from .method import NESTED
 
 
 class Denoiser:
-    def __init__(self, patcher, adapter, rule=None):
+    def __init__(self, patcher, rule: str = NESTED_RULE):
         self.live = LiveNested()
-        model = adapter.apply_binding(patcher, TrainingBinding(self.live, rule))
+        model = host.apply_binding(patcher, TrainingBinding(self.live, rule))
         self.plain = patcher  # the unpatched model: the "no adapter" reference and the sampling base
         self.patched = model
         self.base = model.model  # comfy.model_base.BaseModel, shared by every clone
         self.model_sampling = model.get_model_object("model_sampling")
         self.kind = parameterization(self.model_sampling)
-        self._adapter = adapter
 
     @property
     def device(self) -> torch.device:
@@ -62,7 +63,7 @@ class Denoiser:
         uuids = [f"row{i}" for i in range(len(batch))]
         options.update(cond_or_uncond=[0] * len(batch), uuids=uuids, sigmas=batch.sigma)
         prompts = {uuid: p for uuid, p in zip(uuids, batch.prompts) if p is not None} if with_subject else {}
-        options[self._adapter.STEP_KEY] = self._adapter.StepPrompts(prompts, float(batch.sigma.max()))
+        options[host.STEP_KEY] = host.StepPrompts(prompts, float(batch.sigma.max()))
         return options
 
     def denoise(self, batch: Batch, nested: dict | None, autocast_dtype=None) -> torch.Tensor:

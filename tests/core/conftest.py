@@ -1,13 +1,5 @@
-"""Shared fixtures of the core tests. The repo root is APPENDED to sys.path so that our ``nodes/``
-folder never shadows ComfyUI's ``nodes.py``."""
-import sys
-from pathlib import Path
-
+"""Shared fixtures of the core tests (pure torch: no ComfyUI)."""
 import pytest
-
-REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if REPO_ROOT not in sys.path:
-    sys.path.append(REPO_ROOT)
 
 
 def _ip_adapter_plus_resampler_shapes(num_tokens, width, depth, heads, dim_head, ff_mult,

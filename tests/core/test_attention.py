@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from nested_attention_core import SubjectAttention, add_nested_values, nested_attention, plain_attention
+from nested_attention.nested_attention_core import SubjectAttention, add_nested_values, nested_attention, plain_attention
 
 
 def reference(q, k, v, heads, subjects):
@@ -127,8 +127,8 @@ def test_gradients_reach_nested_keys_values_and_queries():
 
 def test_gradients_flow_from_the_attention_output_to_encoder_and_projections():
     """Training path: image features -> encoder -> nested K/V -> nested attention -> loss."""
-    from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-    from nested_attention_core.layers import LayerSpec
+    from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+    from nested_attention.nested_attention_core.layers import LayerSpec
 
     torch.manual_seed(0)
     layers = [LayerSpec("input", 1, 0, 8), LayerSpec("output", 2, 0, 8)]

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from nested_attention_core.encoder import EncoderConfig, Resampler, SubjectEncoder
-from nested_attention_core.errors import ModelMismatchError, NestedAttentionError
-from nested_attention_core.layers import LayerSpec, sd15_layers
+from nested_attention.nested_attention_core.encoder import EncoderConfig, Resampler, SubjectEncoder
+from nested_attention.nested_attention_core.errors import ModelMismatchError, NestedAttentionError
+from nested_attention.nested_attention_core.families import SD15, SDXL, family_named
+from nested_attention.nested_attention_core.layers import LayerSpec
 
 TINY = dict(num_tokens=4, width=16, depth=2, heads=2, dim_head=8, ff_mult=2, image_feature_dim=12,
             output_dim=10)
@@ -94,7 +95,7 @@ def test_resampler_state_dict_is_ip_adapter_plus_layout(ip_plus_shapes):
 
 def test_sdxl_and_sd15_defaults_have_ip_adapter_plus_shapes(ip_plus_shapes):
     for family, (width, heads, out) in {"sdxl": (1280, 20, 2048), "sd15": (768, 12, 768)}.items():
-        cfg = EncoderConfig.for_family(family)
+        cfg = family_named(family).encoder
         assert (cfg.width, cfg.heads, cfg.dim_head, cfg.output_dim, cfg.num_tokens) == (width, heads, 64, out, 16)
         with torch.device("meta"):
             model = Resampler(cfg)
@@ -161,10 +162,9 @@ def test_wrong_token_width_in_nested_keys_values():
 def test_config_json_round_trip_and_families():
     cfg = EncoderConfig(**TINY)
     assert EncoderConfig.from_json(cfg.to_json()) == cfg
-    assert EncoderConfig.for_family("sdxl") == EncoderConfig()
-    assert EncoderConfig.for_family("sd15").output_dim == 768
-    with pytest.raises(NestedAttentionError, match="sd15"):
-        EncoderConfig.for_family("flux")
+    assert SDXL.encoder == EncoderConfig()
+    assert SD15.encoder.output_dim == SD15.context_dim == 768 and SDXL.encoder.output_dim == SDXL.context_dim
+    assert family_named("flux") is None
 
 
 @pytest.mark.parametrize("field,value", [("width", 0), ("heads", -2), ("depth", 1.5), ("num_tokens", True),
@@ -190,6 +190,6 @@ def test_subject_encoder_rejects_duplicate_or_no_layers():
 
 def test_sd15_encoder_builds_one_projection_per_layer():
     with torch.device("meta"):
-        enc = SubjectEncoder(EncoderConfig.for_family("sd15"), sd15_layers())
+        enc = SubjectEncoder(SD15.encoder, list(SD15.layers))
     assert len(enc.nested_layers) == 16
     assert enc.nested_layers["middle_0_0"].to_k.weight.shape == (1280, 768)

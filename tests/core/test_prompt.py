@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from nested_attention_core import PromptWords, SubjectWordError
-from nested_attention_core.prompt import normalize_word
+from nested_attention.nested_attention_core import PromptWords, SubjectWordError
+from nested_attention.nested_attention_core.prompt import normalize_word
 
 
 def words(*tokens, start=1, length=77):

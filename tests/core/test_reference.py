@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from nested_attention_core import ReferenceImageError
-from nested_attention_core.reference import prepare_reference_images
+from nested_attention.nested_attention_core import ReferenceImageError
+from nested_attention.nested_attention_core.reference import prepare_reference_images
 
 
 def test_rgb_passes_through():

@@ -4,14 +4,14 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from fixtures.files import rewrite
 
-from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-from nested_attention_core.errors import (ModelMismatchError, NestedAttentionError, ReferenceImageError,
+from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+from nested_attention.nested_attention_core.errors import (ModelMismatchError, NestedAttentionError, ReferenceImageError,
                                           SubjectWordError, WeightsFormatError)
-from nested_attention_core.layers import LayerSpec
-from nested_attention_core.subject import NestedSubject, encode_subject, load_subject, save_subject
-from nested_attention_core.weights import save_weights
+from nested_attention.nested_attention_core.layers import LayerSpec
+from nested_attention.nested_attention_core.subject import NestedSubject, encode_subject, load_subject, save_subject
+from nested_attention.nested_attention_core.weights import save_weights
 
 TINY = EncoderConfig(num_tokens=4, width=16, depth=2, heads=2, dim_head=8, ff_mult=2, image_feature_dim=12,
                      output_dim=10)
@@ -117,15 +117,7 @@ def test_save_load_round_trip_is_exact(tmp_path, subject):
 def saved(tmp_path, subject, edit_tensors=None, edit_meta=None):
     path = tmp_path / "s.safetensors"
     save_subject(path, subject)
-    if edit_tensors or edit_meta:
-        with safe_open(str(path), framework="pt") as f:
-            tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
-        if edit_tensors:
-            edit_tensors(tensors)
-        if edit_meta:
-            edit_meta(meta)
-        save_file(tensors, str(path), metadata=meta)
-    return path
+    return rewrite(path, edit_tensors, edit_meta) if edit_tensors or edit_meta else path
 
 
 def load_error(path):

@@ -4,13 +4,13 @@ import logging
 
 import pytest
 import torch
-from safetensors import safe_open
+from fixtures.files import rewrite, tensors_and_metadata
 from safetensors.torch import save_file
 
-from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-from nested_attention_core.errors import WeightsFormatError
-from nested_attention_core.layers import LayerSpec
-from nested_attention_core.weights import ip_adapter_family, load_weights, save_weights
+from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+from nested_attention.nested_attention_core.errors import WeightsFormatError
+from nested_attention.nested_attention_core.layers import LayerSpec
+from nested_attention.nested_attention_core.weights import ip_adapter_file_family, load_weights, save_weights
 
 TINY = EncoderConfig(num_tokens=4, width=16, depth=2, heads=2, dim_head=8, ff_mult=2, image_feature_dim=12,
                      output_dim=10)
@@ -38,11 +38,6 @@ SDXL_IP_ORDER = (
 def tiny_encoder(seed=0):
     torch.manual_seed(seed)
     return SubjectEncoder(TINY, TINY_LAYERS)
-
-
-def tensors_and_metadata(path):
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
 
 
 def ip_adapter_tensors(ip_plus_shapes, order, seed=0):
@@ -175,11 +170,11 @@ def test_imported_ip_adapter_resaves_in_our_format(tmp_path, ip_plus_shapes):
 
 
 def test_family_is_cross_checked_with_token_width(caplog):
-    assert ip_adapter_family("f.safetensors", 16, 768) == "sd15"
-    assert ip_adapter_family("f.safetensors", 70, 2048) == "sdxl"
+    assert ip_adapter_file_family("f.safetensors", 16, 768).name == "sd15"
+    assert ip_adapter_file_family("f.safetensors", 70, 2048).name == "sdxl"
     assert caplog.text == ""
     with pytest.raises(WeightsFormatError) as info:
-        ip_adapter_family("f.safetensors", 70, 768)
+        ip_adapter_file_family("f.safetensors", 70, 768)
     assert "SDXL" in str(info.value) and "SD1.5" in str(info.value) and "f.safetensors" in str(info.value)
 
 
@@ -188,16 +183,6 @@ def test_family_is_cross_checked_with_token_width(caplog):
 def good_file(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, tiny_encoder(), "tiny")
-    return path
-
-
-def rewrite(path, edit_tensors=None, edit_meta=None):
-    tensors, meta = tensors_and_metadata(path)
-    if edit_tensors:
-        edit_tensors(tensors)
-    if edit_meta:
-        edit_meta(meta)
-    save_file(tensors, str(path), metadata=meta)
     return path
 
 
@@ -233,27 +218,18 @@ def test_pickle_zip_named_safetensors(tmp_path):
     assert_names_file_and_fix(info, path, "zip/PyTorch checkpoint", ".bin")
 
 
-def test_missing_key(tmp_path):
-    path = rewrite(good_file(tmp_path), edit_tensors=lambda t: t.pop("nested.middle_0_0.to_k.weight"))
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t.pop("nested.middle_0_0.to_k.weight"), ("missing tensors", "nested.middle_0_0.to_k.weight")),
+    (lambda t: t.update({"nested.output_9_0.to_k.weight": torch.ones(2, 10)}),
+     ("unexpected tensors", "nested.output_9_0.to_k.weight")),
+    (lambda t: t.update({"nested.input_1_0.to_v.weight": torch.ones(9, 10)}),
+     ("nested.input_1_0.to_v.weight", "[9, 10]", "[8, 10]")),
+], ids=["missing key", "extra key", "wrong shape"])
+def test_tensor_layout_errors(tmp_path, edit, words):
+    path = rewrite(good_file(tmp_path), edit_tensors=edit)
     with pytest.raises(WeightsFormatError) as info:
         load_weights(path)
-    assert_names_file_and_fix(info, path, "missing tensors", "nested.middle_0_0.to_k.weight", "re-save")
-
-
-def test_extra_key(tmp_path):
-    extra = {"nested.output_9_0.to_k.weight": torch.ones(2, 10)}
-    path = rewrite(good_file(tmp_path), edit_tensors=lambda t: t.update(extra))
-    with pytest.raises(WeightsFormatError) as info:
-        load_weights(path)
-    assert_names_file_and_fix(info, path, "unexpected tensors", "nested.output_9_0.to_k.weight", "re-save")
-
-
-def test_wrong_shape(tmp_path):
-    wrong = {"nested.input_1_0.to_v.weight": torch.ones(9, 10)}
-    path = rewrite(good_file(tmp_path), edit_tensors=lambda t: t.update(wrong))
-    with pytest.raises(WeightsFormatError) as info:
-        load_weights(path)
-    assert_names_file_and_fix(info, path, "nested.input_1_0.to_v.weight", "[9, 10]", "[8, 10]", "re-save")
+    assert_names_file_and_fix(info, path, *words, "re-save")
 
 
 def test_metadata_disagreeing_with_config(tmp_path):
@@ -300,7 +276,7 @@ def test_ip_adapter_with_ten_layers(tmp_path, ip_plus_shapes):
     path = write_ip_safetensors(tmp_path / "ip10.safetensors", proj, ip)
     with pytest.raises(WeightsFormatError) as info:
         load_weights(path)
-    assert_names_file_and_fix(info, path, "10", "only SD1.5 (16) and SDXL (70)")
+    assert_names_file_and_fix(info, path, "10", "SD1.5 (16), SDXL (70)")
 
 
 def test_ip_adapter_layer_width_must_match(tmp_path, ip_plus_shapes):

@@ -2,19 +2,20 @@
 import pytest
 import torch
 
-from nested_attention_core import SubjectWordError
-from nested_attention_core.layers import family_for_context_dim
-from nested_attention_core.subject import NestedSubject
+from nested_attention.nodes.host import patch as host_patch
+
+from nested_attention.nested_attention_core import SubjectWordError
+from nested_attention.nested_attention_core.subject import NestedSubject
 
 STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def host(pack):
+def env(host):
     import comfy.ldm.modules.attention as attention
     import nodes
 
-    return pack.nodes.host_adapter, nodes, attention
+    return host, nodes, attention
 
 
 @pytest.fixture(scope="module", params=["sd15", "sdxl"])
@@ -28,16 +29,18 @@ def loaded(request, tiny_models):
 
 def random_subject(adapter, model, word, seed=0, tokens=4, scale=3.0):
     g = torch.Generator().manual_seed(seed)
+    family = adapter.model_family(model)
     nested = {layer.id: (torch.randn(tokens, layer.width, generator=g) * scale,
                          torch.randn(tokens, layer.width, generator=g) * scale)
-              for layer in adapter.model_layers(model)}
-    dim = adapter.model_context_dim(model)
-    return NestedSubject(word=word, tokens=torch.randn(tokens, dim, generator=g), nested=nested,
-                         base_family=family_for_context_dim(dim), context_dim=dim)
+              for layer in family.layers}
+    return NestedSubject(word=word, tokens=torch.randn(tokens, family.context_dim, generator=g), nested=nested,
+                         base_family=family.name, context_dim=family.context_dim)
 
 
-def encode(pack, clip, text):
-    return pack.nodes.text_encode.NestedAttentionTextEncode.execute(clip, text).args[0]
+def encode(clip, text):
+    from nested_attention.nodes.text_encode import NestedAttentionTextEncode
+
+    return NestedAttentionTextEncode.execute(clip, text).args[0]
 
 
 def sample(nodes, model, positive, negative, cfg=5.0, batch=1, seed=7):
@@ -69,33 +72,33 @@ def record(adapter, model, attention):
     return spied, calls
 
 
-def test_subject_changes_the_image_and_leaves_the_upstream_model_alone(pack, host, loaded):
-    adapter, nodes, _ = host
+def test_subject_changes_the_image_and_leaves_the_upstream_model_alone(env, loaded):
+    adapter, nodes, _ = env
     _, model, clip = loaded
     before = {k: dict(v) if isinstance(v, dict) else v
               for k, v in model.model_options["transformer_options"].get("patches_replace", {}).items()}
-    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    positive, negative = encode(clip, "a photo of a person"), encode(clip, "blurry")
     patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
     assert model.model_options["transformer_options"].get("patches_replace", {}) == before
-    assert not model.get_wrappers("calc_cond_batch", adapter.WRAPPER_KEY)
+    assert not model.get_wrappers("calc_cond_batch", host_patch.WRAPPER_KEY)
     plain, nested = sample(nodes, model, positive, negative), sample(nodes, patched, positive, negative)
     assert (plain - nested).abs().max() > 1e-3
     assert torch.equal(plain, sample(nodes, model, positive, negative))  # the upstream model still samples plain
 
 
-def test_window_excluding_every_step_is_bit_equal(pack, host, loaded):
-    adapter, nodes, _ = host
+def test_window_excluding_every_step_is_bit_equal(env, loaded):
+    adapter, nodes, _ = env
     _, model, clip = loaded
-    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    positive, negative = encode(clip, "a photo of a person"), encode(clip, "blurry")
     idle = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 1.0, 1.0)
     assert torch.equal(sample(nodes, model, positive, negative), sample(nodes, idle, positive, negative))
 
 
-def test_only_positive_rows_with_the_word_change(pack, host, loaded):
-    adapter, nodes, attention = host
+def test_only_positive_rows_with_the_word_change(env, loaded):
+    adapter, nodes, attention = env
     _, model, clip = loaded
-    positive = encode(pack, clip, "a person and a dog")
-    negative = encode(pack, clip, "an ugly person")  # the word in the negative prompt must not matter
+    positive = encode(clip, "a person and a dog")
+    negative = encode(clip, "an ugly person")  # the word in the negative prompt must not matter
     patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
     spied, calls = record(adapter, patched, attention)
     sample(nodes, spied, positive, negative, batch=3)
@@ -112,10 +115,10 @@ def test_only_positive_rows_with_the_word_change(pack, host, loaded):
     assert changed == len(calls)
 
 
-def test_two_chained_subjects(pack, host, loaded):
-    adapter, nodes, _ = host
+def test_two_chained_subjects(env, loaded):
+    adapter, nodes, _ = env
     _, model, clip = loaded
-    positive, negative = encode(pack, clip, "a person with a dog"), encode(pack, clip, "blurry")
+    positive, negative = encode(clip, "a person with a dog"), encode(clip, "blurry")
     person = adapter.apply_subject(model, random_subject(adapter, model, "person", seed=1), 1.0, 0.0, 1.0)
     both = adapter.apply_subject(person, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
     dog = adapter.apply_subject(model, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
@@ -128,8 +131,8 @@ def test_two_chained_subjects(pack, host, loaded):
         adapter.apply_subject(both, random_subject(adapter, model, "dog", seed=3), 1.0, 0.0, 1.0)
 
 
-def test_foreign_attn2_replace_keeps_working_alongside(pack, host, loaded):
-    adapter, nodes, attention = host
+def test_foreign_attn2_replace_keeps_working_alongside(env, loaded):
+    adapter, nodes, attention = env
     _, model, clip = loaded
     term = 0.125
     calls = []
@@ -155,7 +158,7 @@ def test_foreign_attn2_replace_keeps_working_alongside(pack, host, loaded):
     g = torch.Generator().manual_seed(0)
     width, heads = layers[0].width, 2
     q, k, v = torch.randn(2, 16, width, generator=g), torch.randn(2, 77, width, generator=g), torch.randn(2, 77, width, generator=g)
-    prompt = encode(pack, clip, "a person")[0][1][adapter.PROMPT_KEY]
+    prompt = encode(clip, "a person")[0][1][adapter.PROMPT_KEY]
     extra = {"n_heads": heads, "cond_or_uncond": [0, 1], "uuids": ["p", "n"], "original_shape": [2, 4, 4, 4],
              adapter.STEP_KEY: adapter.StepPrompts({"p": prompt, "n": prompt}, sigma=1.0)}
     plain = attention.optimized_attention(q, k, v, heads)
@@ -163,19 +166,19 @@ def test_foreign_attn2_replace_keeps_working_alongside(pack, host, loaded):
     torch.testing.assert_close(patch_both(q, k, v, extra), expected, atol=1e-6, rtol=0)
 
     calls.clear()
-    positive, negative = encode(pack, clip, "a photo of a person"), encode(pack, clip, "blurry")
+    positive, negative = encode(clip, "a photo of a person"), encode(clip, "blurry")
     sample(nodes, both, positive, negative)
     assert len(calls) == len(layers) * STEPS
 
 
-def test_long_prompts_cfg1_and_uneven_lengths(pack, host, loaded):
-    adapter, nodes, attention = host
+def test_long_prompts_cfg1_and_uneven_lengths(env, loaded):
+    adapter, nodes, attention = env
     _, model, clip = loaded
     filler = ", ".join(["a very detailed photograph"] * 20)
-    long_positive = encode(pack, clip, filler + ", a person")  # > 77 tokens, the word in the second chunk
+    long_positive = encode(clip, filler + ", a person")  # > 77 tokens, the word in the second chunk
     prompt = long_positive[0][1][adapter.PROMPT_KEY]
     assert prompt.length == 154 and min(prompt.positions("person")) >= 77
-    negative = encode(pack, clip, "blurry")  # 77 tokens next to a 154-token positive
+    negative = encode(clip, "blurry")  # 77 tokens next to a 154-token positive
     patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
     spied, calls = record(adapter, patched, attention)
     nested = sample(nodes, spied, long_positive, negative)
@@ -185,14 +188,14 @@ def test_long_prompts_cfg1_and_uneven_lengths(pack, host, loaded):
     assert (cfg1 - sample(nodes, model, long_positive, negative, cfg=1.0)).abs().max() > 1e-3
 
 
-def test_word_missing_from_positive_prompt_is_a_clear_error(pack, host, loaded):
-    adapter, nodes, _ = host
+def test_word_missing_from_positive_prompt_is_a_clear_error(env, loaded):
+    adapter, nodes, _ = env
     _, model, clip = loaded
     patched = adapter.apply_subject(model, random_subject(adapter, model, "corgi"), 1.0, 0.0, 1.0)
     with pytest.raises(SubjectWordError, match=r"'corgi' is not in the positive prompt.*a photo of a dog"):
-        sample(nodes, patched, encode(pack, clip, "a photo of a dog"), encode(pack, clip, "corgi"))
+        sample(nodes, patched, encode(clip, "a photo of a dog"), encode(clip, "corgi"))
     import nodes as host_nodes
 
     plain_positive = host_nodes.CLIPTextEncode().encode(clip, "a photo of a corgi")[0]
     with pytest.raises(SubjectWordError, match="NestedAttentionTextEncode"):
-        sample(nodes, patched, plain_positive, encode(pack, clip, "blurry"))
+        sample(nodes, patched, plain_positive, encode(clip, "blurry"))

@@ -1,17 +1,18 @@
-"""A binding's optional ``rule``: how the attn2 patch applies its subjects (default nested attention)."""
+"""A binding's ``rule``: the name of how the attn2 patch applies its subjects (nested attention by default)."""
 import pytest
 import torch
 
-from nested_attention_core import PromptWords, SubjectAttention, add_nested_values
+from nested_attention.nested_attention_core import RULES, PromptWords, SubjectAttention, add_nested_values
 
 HEADS, WIDTH, N_QUERIES = 2, 8, 6  # 2 x 3 token grid
 PROMPT = PromptWords((("a", (1,)), ("dog", (2, 3)), ("and", (4,)), ("a", (5,)), ("cat", (6,)), ("man", (7,))), 9)
 
 
 class Binding:
-    """The binding protocol with fixed nested keys/values; ``rule`` only when given."""
+    """The binding protocol with fixed nested keys/values."""
 
     strength = 1.0
+    rule = "nested"
 
     def __init__(self, word, seed, **rule):
         g = torch.Generator().manual_seed(seed)
@@ -36,9 +37,10 @@ class Binding:
 
 
 @pytest.fixture(scope="module")
-def call(pack):
+def call(host):
     """Run a NestedAttentionPatch of the given bindings on fixed q, k, v over a fixed host output."""
-    adapter = pack.nodes.host_adapter
+    from nested_attention.nodes.host import patch as adapter
+
     g = torch.Generator().manual_seed(0)
     q, base = torch.randn(4, N_QUERIES, WIDTH, generator=g), torch.randn(4, N_QUERIES, WIDTH, generator=g)
     k, v = torch.randn(4, PROMPT.length, WIDTH, generator=g), torch.randn(4, PROMPT.length, WIDTH, generator=g)
@@ -58,15 +60,15 @@ def same_subjects(got, expected):
         and a.strength == b.strength for a, b in zip(got, expected))
 
 
-def test_a_binding_without_rule_is_nested_attention_bit_for_bit(call):
+def test_the_nested_rule_is_nested_attention_bit_for_bit(call):
     run, (base, q, k, v) = call
-    dog, man = Binding("dog", 1), Binding("man", 2, rule=None)
+    dog, man = Binding("dog", 1), Binding("man", 2, rule="nested")
     expected = add_nested_values(base, q, k, v, HEADS, [dog.subject(), man.subject()])
     assert torch.equal(run(dog, man), expected)
     assert not torch.equal(expected[:2], base[:2]) and torch.equal(expected[2:], base[2:])
 
 
-def test_rules_apply_to_their_own_subjects_in_binding_order(call):
+def test_rules_apply_to_their_own_subjects_in_binding_order(call, monkeypatch):
     run, (base, q, k, v) = call
     calls = []
 
@@ -74,7 +76,8 @@ def test_rules_apply_to_their_own_subjects_in_binding_order(call):
         calls.append((previous, heads, subjects))
         return previous * 2 + 1
 
-    dog, cat, man = Binding("dog", 1), Binding("cat", 3, rule=spy), Binding("man", 2)
+    monkeypatch.setitem(RULES, "spy", spy)
+    dog, cat, man = Binding("dog", 1), Binding("cat", 3, rule="spy"), Binding("man", 2)
     nested = add_nested_values(base, q, k, v, HEADS, [dog.subject(), man.subject()])  # the first group: dog, man
     out = run(dog, cat, man)
     assert len(calls) == 1
@@ -88,7 +91,8 @@ def test_rules_apply_to_their_own_subjects_in_binding_order(call):
     assert torch.equal(out, add_nested_values(base * 2 + 1, q, k, v, HEADS, [dog.subject()]))
 
 
-def test_a_rule_whose_word_is_not_in_the_prompt_is_not_called(call):
+def test_a_rule_whose_word_is_not_in_the_prompt_is_not_called(call, monkeypatch):
     run, (base, *_) = call
     called = []
-    assert torch.equal(run(Binding("horse", 4, rule=lambda *args: called.append(args))), base) and not called
+    monkeypatch.setitem(RULES, "spy", lambda *args: called.append(args))
+    assert torch.equal(run(Binding("horse", 4, rule="spy")), base) and not called

@@ -1,14 +1,11 @@
 """Our attn2 layer bookkeeping against the host: real UNet layouts and the keys used at runtime."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-from nested_attention_core.layers import LayerSpec, sd15_layers, sdxl_layers
+from nested_attention.nested_attention_core.families import SD15, SDXL, family_of_model
+from nested_attention.nested_attention_core.layers import LayerSpec, unet_cross_attention
 
 _STRUCTURE = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
               "in_channels": 4, "out_channels": 4, "use_temporal_resblock": False}
@@ -22,35 +19,14 @@ REAL_UNETS = {
              "transformer_depth_middle": 10, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10]},
 }
 
-TINY_LAYERS = {
-    "sd15": [LayerSpec("input", 1, 0, 320), LayerSpec("middle", 0, 0, 320),
-             LayerSpec("output", 0, 0, 320), LayerSpec("output", 1, 0, 320)],
-    "sdxl": [LayerSpec("input", 1, 0, 64), LayerSpec("input", 3, 0, 128), LayerSpec("input", 3, 1, 128),
-             LayerSpec("middle", 0, 0, 128), LayerSpec("middle", 0, 1, 128),
-             LayerSpec("output", 0, 0, 128), LayerSpec("output", 0, 1, 128),
-             LayerSpec("output", 1, 0, 128), LayerSpec("output", 1, 1, 128),
-             LayerSpec("output", 2, 0, 64), LayerSpec("output", 3, 0, 64)],
-}
-
-
 def _plain(layers) -> list[tuple]:
-    """(block, block_id, depth, width) per layer: independent of which copy of LayerSpec made it."""
     return [(s.block, s.block_id, s.depth, s.width) for s in layers]
 
 
 @pytest.fixture(scope="module")
-def attn2_layers(request, comfy_root):
-    try:
-        pack = request.getfixturevalue("pack")
-    except FileNotFoundError:
-        # NOTE(fixtures): the pack's __init__.py does not exist yet; until it does, import
-        # nodes/host_adapter.py by path. Remove this fallback once the pack imports.
-        path = Path(__file__).resolve().parents[2] / "nodes" / "host_adapter.py"
-        spec = importlib.util.spec_from_file_location("nested_attention_host_adapter_by_path", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.attn2_layers
-    return importlib.import_module(f"{pack.__name__}.nodes.host_adapter").attn2_layers
+def attn2_layers(comfy_root):
+    """The default walk of the family registry: the layers of a ComfyUI UNet, in order."""
+    return lambda unet: [layer for layer, _module in unet_cross_attention(unet)]
 
 
 def _real_unet(family: str):
@@ -70,12 +46,21 @@ def _real_unet(family: str):
     return unet
 
 
-@pytest.mark.parametrize("family, expected", [("SD15", sd15_layers), ("SDXL", sdxl_layers)])
+@pytest.mark.parametrize("family, expected", [("SD15", SD15), ("SDXL", SDXL)])
 def test_attn2_layers_of_the_released_unets(attn2_layers, tiny_models, family, expected):
     # tiny_models: the test-only SDXL config is registered and must not capture real SDXL.
-    layers = attn2_layers(_real_unet(family))
-    assert _plain(layers) == _plain(expected())
+    unet = _real_unet(family)
+    layers = attn2_layers(unet)
+    assert _plain(layers) == _plain(expected.layers)
     assert len(layers) == {"SD15": 16, "SDXL": 70}[family]
+    found, modules = family_of_model(unet, expected.context_dim)  # the registry recognises it
+    assert found.name == expected.name and set(modules) == {layer.id for layer in layers}
+
+
+def test_a_model_no_family_describes_gets_a_family_named_by_its_width(attn2_layers):
+    unet = _real_unet("SD15")
+    found, _ = family_of_model(unet, 1024)  # SD2-like: SD1.5's layout, another context width
+    assert found.name == "context1024" and _plain(found.layers) == _plain(SD15.layers)
 
 
 class RecordingAttn2:
@@ -99,8 +84,14 @@ def test_every_layer_key_is_called_at_runtime(attn2_layers, tiny_models, key):
     import nodes
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models[key]), output_vae=False)
+    from nested_attention.toyworld.tiny_comfy import SD15_MINI_FAMILY, SDXL_TINY_FAMILY
+
     layers = attn2_layers(model.model.diffusion_model)
-    assert _plain(layers) == _plain(TINY_LAYERS[key])
+    family = {"sd15": SD15_MINI_FAMILY, "sdxl": SDXL_TINY_FAMILY}[key]
+    assert _plain(layers) == _plain(family.layers)
+    from nested_attention.nodes import host
+
+    assert host.model_family(model).name == family.name  # the registry entry is what the walk finds
 
     patched, calls = model.clone(), []
     for layer in layers:

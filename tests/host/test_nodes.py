@@ -2,21 +2,22 @@
 import pytest
 import torch
 
-from nested_attention_core import ModelMismatchError, WeightsFormatError
-from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-from nested_attention_core.layers import family_for_context_dim
-from nested_attention_core.weights import save_weights
+from nested_attention.nested_attention_core import ModelMismatchError, WeightsFormatError
+from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+from nested_attention.nested_attention_core.weights import save_weights
 
 
 @pytest.fixture(scope="module")
-def env(pack, tiny_models, tmp_path_factory):
+def env(host, tiny_models, tmp_path_factory):
     """Tiny models loaded by the host's own loaders; our weights written for each into a models folder."""
     import comfy.clip_vision
     import comfy.sd
     import folder_paths
     import nodes as host_nodes
 
-    adapter = pack.nodes.host_adapter
+    from nested_attention.nodes import extension as ours
+
+    ours.register_model_folders()
     clip_vision = comfy.clip_vision.load(str(tiny_models["clip_vision"]))
     feature_dim = clip_vision.encode_image(torch.rand(1, 32, 32, 3))["penultimate_hidden_states"].shape[-1]
     weights_dir = tmp_path_factory.mktemp("nested_attention")
@@ -24,17 +25,17 @@ def env(pack, tiny_models, tmp_path_factory):
     models = {}
     for family in ("sd15", "sdxl"):
         model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models[family]), output_vae=False)
-        dim = adapter.model_context_dim(model)
+        model_family = host.model_family(model)
         config = EncoderConfig(num_tokens=4, width=32, depth=1, heads=2, dim_head=16, image_feature_dim=feature_dim,
-                               output_dim=dim)
+                               output_dim=model_family.context_dim)
         torch.manual_seed(0)
-        encoder = SubjectEncoder(config, adapter.model_layers(model))
+        encoder = SubjectEncoder(config, list(model_family.layers))
         with torch.no_grad():
             for p in encoder.nested_layers.parameters():
                 p.mul_(30.0)  # random weights strong enough to see the subject in a few steps
-        save_weights(weights_dir / f"tiny_{family}.safetensors", encoder, family_for_context_dim(dim))
+        save_weights(weights_dir / f"tiny_{family}.safetensors", encoder, model_family.name)
         models[family] = (model, clip)
-    return pack.nodes, host_nodes, clip_vision, models
+    return ours, host_nodes, clip_vision, models
 
 
 def run(node, *args, **kwargs):
@@ -96,14 +97,14 @@ def test_sd15_weights_on_sdxl_model_say_which_is_which(env):
     ours, _, clip_vision, models = env
     weights = run(ours.NestedAttentionLoader, "tiny_sd15.safetensors")
     subject = run(ours.NestedAttentionSubject, weights, clip_vision, reference_images(), "person")
-    with pytest.raises(ModelMismatchError, match=r"made for SD1\.5 .* but the model is .*context width 144"):
+    with pytest.raises(ModelMismatchError, match=r"made for the tests' one-level SD1\.5 \(4 cross-attention .* but the model is the tests' tiny SDXL .*context width 144"):
         run(ours.ApplyNestedAttention, models["sdxl"][0], subject, 1.0, 0.0, 1.0)
 
 
-def test_clip_vision_of_another_width_is_a_clear_error(env, tmp_path):
+def test_clip_vision_of_another_width_is_a_clear_error(env, host, tmp_path):
     ours, _, clip_vision, models = env
     model, _ = models["sd15"]
-    adapter_layers = ours.host_adapter.model_layers(model)
+    adapter_layers = host.model_layers(model)
     config = EncoderConfig(num_tokens=4, width=32, depth=1, heads=2, dim_head=16, image_feature_dim=1280, output_dim=768)
     save_weights(tmp_path / "vit_h.safetensors", SubjectEncoder(config, adapter_layers), "sd15")
     import folder_paths

@@ -4,19 +4,30 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-# Runs in a fresh interpreter: nothing registered, cwd outside the repository.
+from nested_attention.toyworld import tiny_models as tiny_writer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Runs in a fresh interpreter, cwd outside the repository: ComfyUI loads the pack from its folder as it
+# loads any custom node (a user's install); nothing of the toy world or the tests may be registered.
 _STOCK_HOST_SCRIPT = r"""
-import importlib.util, json, sys
-host_py, sd15, sdxl, clip_vision = sys.argv[1:5]
-spec = importlib.util.spec_from_file_location("host", host_py)
-host = importlib.util.module_from_spec(spec); spec.loader.exec_module(host)
-host.bootstrap_comfy()
-import comfy.clip_vision, comfy.model_base, comfy.sd, comfy.supported_models
-out = {"test_models_registered": any(hasattr(m, "_nested_attention_registered") for m in comfy.supported_models.models)}
+import asyncio, json, sys
+repo, sd15, sdxl, clip_vision = sys.argv[1:5]
+from nested_attention.training.bootstrap import bootstrap_comfy
+bootstrap_comfy()
+import comfy.clip_vision, comfy.model_base, comfy.sd, comfy.supported_models, nodes
+loader = comfy.clip_vision.load_clipvision_from_sd
+assert asyncio.run(nodes.load_custom_node(repo)), "the pack did not load"
+assert "ApplyNestedAttention" in nodes.NODE_CLASS_MAPPINGS
+from nested_attention.nested_attention_core.families import families
+out = {"registered": [m.__name__ for m in comfy.supported_models.models if m.__module__.startswith("nested_attention")],
+       "clip_vision_loader_unchanged": comfy.clip_vision.load_clipvision_from_sd is loader,
+       "families": [f.name for f in families()]}
 model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(sd15)
 out["sd15"] = {"config": type(model.model.model_config).__qualname__, "model": type(model.model).__qualname__,
                "clip": type(clip.cond_stage_model).__qualname__, "vae": type(vae.first_stage_model).__qualname__}
@@ -40,67 +51,66 @@ def _sample(model, clip, vae, seed=0, steps=2, cfg=4.0, size=64):
     return samples, vae.decode(samples), positive
 
 
-def test_stock_comfyui_loads_the_sd15_mini_and_nothing_else(fixture_modules, tiny_models, tmp_path):
+def test_a_users_comfyui_with_the_pack_loads_the_sd15_mini_and_nothing_else(tiny_models, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-c", _STOCK_HOST_SCRIPT, str(fixture_modules.host.__file__),
+        [sys.executable, "-c", _STOCK_HOST_SCRIPT, str(REPO_ROOT),
          str(tiny_models["sd15"]), str(tiny_models["sdxl"]), str(tiny_models["clip_vision"])],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
-    assert result["test_models_registered"] is False
+    assert result["registered"] == [] and result["clip_vision_loader_unchanged"] is True
+    assert result["families"] == ["sd15", "sdxl"]
     assert result["sd15"] == {"config": "SD15", "model": "BaseModel", "clip": "SD1ClipModel", "vae": "TAESD"}
     assert result["sdxl"] == "RuntimeError"  # "Could not detect model type": needs register_test_models()
     assert result["clip_vision"] == "None"
 
 
-def test_written_unets_are_what_comfyui_detects(fixture_modules, tiny_models):
+def test_written_unets_are_what_comfyui_detects(tiny_models):
     import comfy.model_detection
     import comfy.utils
 
-    expected = {"sd15": fixture_modules.tiny_models.SD15_MINI_UNET, "sdxl": fixture_modules.tiny_models.SDXL_TINY_UNET}
+    expected = {"sd15": tiny_writer.SD15_MINI_UNET, "sdxl": tiny_writer.SDXL_TINY_UNET}
     for key, unet_config in expected.items():
         sd = comfy.utils.load_torch_file(str(tiny_models[key]))
         assert comfy.model_detection.detect_unet_config(sd, "model.diffusion_model.") == unet_config, key
 
 
-def test_writer_is_idempotent_and_deterministic(fixture_modules, tiny_models):
+def test_writer_is_idempotent_and_deterministic(tiny_models):
     before = {key: path.stat().st_mtime_ns for key, path in tiny_models.items()}
-    assert fixture_modules.tiny_models.write_tiny_models(tiny_models["sd15"].parents[1]) == tiny_models
+    assert tiny_writer.write_tiny_models(tiny_models["sd15"].parents[1]) == tiny_models
     assert {key: path.stat().st_mtime_ns for key, path in tiny_models.items()} == before
 
-    first, second = (fixture_modules.tiny_models.build_clip_vision_tiny() for _ in range(2))
+    first, second = (tiny_writer.build_clip_vision_tiny() for _ in range(2))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_registration_is_idempotent(fixture_modules, tiny_models):
+def test_registration_is_idempotent(tiny_models):
     import comfy.clip_vision
     import comfy.supported_models
 
+    from nested_attention.toyworld import tiny_comfy
+
     wrapped = comfy.clip_vision.load_clipvision_from_sd
-    fixture_modules.test_host_models.register_test_models()
+    tiny_comfy.register_test_models()
     models = comfy.supported_models.models
-    marked = [m for m in models if m.__name__ == "TinySDXLForTests"]
-    assert marked == [fixture_modules.test_host_models.registered_sdxl_test_config()]
-    assert models.index(marked[0]) < models.index(comfy.supported_models.SDXL)
+    assert [m for m in models if m.__name__ == "TinySDXLForTests"] == [tiny_comfy.TinySDXLForTests]
+    assert models.index(tiny_comfy.TinySDXLForTests) < models.index(comfy.supported_models.SDXL)
     assert comfy.clip_vision.load_clipvision_from_sd is wrapped
 
 
-def test_registrations_from_two_copies_of_toy_models_share_one_recogniser(fixture_modules, tiny_models, pack, tmp_path):
-    """The pack imports nodes/toy_models.py as part of its package, the fixtures load it by path: a
-    CLIP vision config registered through either copy is recognised by the one installed loader."""
+def test_toy_and_tiny_clip_vision_towers_share_one_recogniser(tiny_models, tmp_path):
     import comfy.clip_vision
     import comfy.utils
 
-    fixture_copy, pack_copy = fixture_modules.test_host_models.toy_models(), pack.nodes.toy_models
-    assert fixture_copy is not pack_copy
+    from nested_attention.toyworld import comfy_models, tiny_comfy
+
     wrapped = comfy.clip_vision.load_clipvision_from_sd
-    tiny, toy = str(fixture_modules.test_host_models.CLIP_VISION_TINY_CONFIG), str(pack_copy.TOY_CLIP_VISION_CONFIG)
-    for copy in (fixture_copy, pack_copy):
-        copy.register_toy_models()
-        fixture_modules.test_host_models.register_test_models()
-        assert comfy.clip_vision.load_clipvision_from_sd is wrapped
-        assert sorted(copy.registered_clip_vision_configs()) == sorted([tiny, toy])
+    comfy_models.register_toy_models()
+    tiny_comfy.register_test_models()
+    assert comfy.clip_vision.load_clipvision_from_sd is wrapped
+    tiny, toy = str(tiny_comfy.CLIP_VISION_TINY_CONFIG), str(comfy_models.TOY_CLIP_VISION_CONFIG)
+    assert sorted(comfy_models.registered_clip_vision_configs()) == sorted([tiny, toy])
     assert comfy.clip_vision.load(str(tiny_models["clip_vision"])).image_size == 56
 
     toy_tower = comfy.clip_vision.ClipVisionModel(toy)  # a random tower of the toy layout
@@ -120,12 +130,14 @@ def test_sd15_mini_samples_and_decodes(comfy_root, tiny_models):
     assert images.shape == (1, 64, 64, 3) and torch.isfinite(images).all()
 
 
-def test_sdxl_tiny_samples_and_decodes(fixture_modules, tiny_models):
+def test_sdxl_tiny_samples_and_decodes(tiny_models):
+    from nested_attention.toyworld.tiny_comfy import TinySDXLForTests
+
     import comfy.model_base
     import comfy.sd
 
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models["sdxl"]))
-    assert type(model.model.model_config) is fixture_modules.test_host_models.registered_sdxl_test_config()
+    assert type(model.model.model_config) is TinySDXLForTests
     assert type(model.model) is comfy.model_base.SDXL
     samples, images, positive = _sample(model, clip, vae)
     assert positive[0][0].shape == (1, 77, 144)  # cat([CLIP-L 48, CLIP-G 96])
@@ -149,7 +161,7 @@ def test_clip_vision_tiny_encodes(tiny_models):
 
 
 @pytest.mark.parametrize("config", ["clip_vision_config_vitl.json", "clip_vision_config_h.json", "clip_vision_config_g.json"])
-def test_real_clip_vision_towers_are_not_taken_for_the_tiny_one(fixture_modules, tiny_models, comfy_root, config):
+def test_real_clip_vision_towers_are_not_taken_for_the_tiny_one(tiny_models, comfy_root, config):
     import comfy.clip_model
     import comfy.ops
     import comfy.utils
@@ -157,6 +169,6 @@ def test_real_clip_vision_towers_are_not_taken_for_the_tiny_one(fixture_modules,
     with torch.device("meta"):
         real = comfy.clip_model.CLIPVisionModelProjection(
             json.loads((comfy_root / "comfy" / config).read_text()), None, "meta", comfy.ops.manual_cast)
-    is_tiny = fixture_modules.test_host_models.is_tiny_clip_vision
+    from nested_attention.toyworld.tiny_comfy import is_tiny_clip_vision as is_tiny
     assert not is_tiny(real.state_dict())
     assert is_tiny(comfy.utils.load_torch_file(str(tiny_models["clip_vision"])))

@@ -1,40 +1,26 @@
 """The pack in a real headless ComfyUI server: loading, templates, and the example workflows end to end.
 
-One server for the module (tests/fixtures/server.py), with the tiny random models and weights; the
+One server for the module (toyworld/server.py), with the tiny random models and weights; the
 example workflows for real base models are converted from their UI format with the server's
 /object_info, given the tiny model names, 64 px and 2 steps, queued over HTTP, and their saved PNGs
 checked on disk. The toy world's workflow runs unchanged on its own models in test_toyworld_workflow.py.
 """
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures import tiny_weights
 
-FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+from nested_attention.toyworld import server as harness
+
 EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")  # run here on the tiny models
 ALL_EXAMPLES = EXAMPLES + ("toyworld_two_subjects",)  # every file in example_workflows/
 SIZE = 64
 
 
-def _fixture(name: str):
-    """A module of tests/fixtures/, loaded by path under the name conftest.py gives it too."""
-    qualname = f"nested_attention_test_fixtures_{name}"
-    if qualname not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualname, FIXTURES_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualname] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qualname]
-
-
-harness = _fixture("server")
-
-
 @pytest.fixture(scope="module")
 def server(tiny_models, tmp_path_factory):
     models_dir = tiny_models["sd15"].parents[1]
-    _fixture("tiny_weights").write_tiny_weights(models_dir)
+    tiny_weights.write_tiny_weights(models_dir)
     with harness.running_server(tmp_path_factory.mktemp("comfyui_base"), models_dir) as running:
         yield running
 

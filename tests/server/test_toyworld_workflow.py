@@ -1,7 +1,7 @@
 """The toy world's example workflow, unchanged, in a real server on the committed toy-world models.
 
-One server for the module, with ``toyworld/weights/models`` as its models folder and only this pack
-installed (no test-only model registration: the pack itself teaches ComfyUI the toy sizes). The
+One server for the module, with ``toyworld/weights/models`` as its models folder, this pack and the
+demo/test models pack (``toyworld/comfyui_pack``, which teaches ComfyUI the toy sizes). The
 workflow is converted from its UI format and queued as saved: same model and image names, 64 px,
 20 steps.
 """
@@ -15,8 +15,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, server_harness):
-    with server_harness.running_server(tmp_path_factory.mktemp("comfyui_toy"), server_harness.toy_models_dir(),
-                                test_models=False) as running:
+    with server_harness.running_server(tmp_path_factory.mktemp("comfyui_toy"), server_harness.toy_models_dir()) as running:
         yield running
 
 

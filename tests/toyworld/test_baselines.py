@@ -1,5 +1,6 @@
-"""The benchmark's baselines: their attention rules against per-row, per-head float64 loops, and
-their training through the trainer on a tiny real ComfyUI checkpoint."""
+"""The toy world's baselines: their attention rules (nested_attention_core/baselines.py) against per-row,
+per-head float64 loops, and their training methods (training/method.py) through the trainer on a tiny
+real ComfyUI checkpoint."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nested_attention_core import SubjectAttention, plain_attention
-from toyworld.baselines import (DECOUPLED, SINGLE_TOKEN, apply_method, decoupled_attention,
-                                single_token_attention)
+from nested_attention.nested_attention_core import SubjectAttention, plain_attention
+from nested_attention.nested_attention_core.baselines import decoupled_attention, single_token_attention
+from nested_attention.training.method import METHODS
+
+SINGLE_TOKEN, DECOUPLED = METHODS["single_token"], METHODS["decoupled"]
 
 ROWS, HEADS, HEAD_WIDTH, N_QUERIES, N_TEXT = 4, 3, 8, 10, 7
 WIDTH = HEADS * HEAD_WIDTH
@@ -126,14 +129,12 @@ def test_rules_leave_the_base_alone_without_subject_words():
 # ---- training through the trainer, and the subject at inference -----------------------------------------------
 
 @pytest.fixture(scope="module")
-def trainer(pack, tiny_models, fixture_modules, tmp_path_factory):
-    """The trainer's package, the tiny SD1.5 checkpoint loaded once, and a toy-world data folder."""
-    fixture_modules.host.load_training_package()
-    from nested_attention_training.comfy_host import host_adapter
-    from nested_attention_training.config import TrainConfig
-    from nested_attention_training.models import load_base_models
+def trainer(host, tiny_models, tmp_path_factory):
+    """The tiny SD1.5 checkpoint loaded once by the trainer, and a toy-world data folder."""
+    from nested_attention.training.config import TrainConfig
+    from nested_attention.training.base_models import load_base_models
 
-    from toyworld.dataset import write_training_folder
+    from nested_attention.toyworld.dataset import write_training_folder
 
     data = write_training_folder(tmp_path_factory.mktemp("toy") / "data", ["person"], [0, 1], 2)
 
@@ -144,16 +145,15 @@ def trainer(pack, tiny_models, fixture_modules, tmp_path_factory):
                            num_tokens=4, encoder_width=32, encoder_depth=1, encoder_heads=2, encoder_dim_head=16,
                            encoder_ff_mult=2, sample_steps=2)
 
-    models = load_base_models(config("unused"), host_adapter())
+    models = load_base_models(config("unused"))
     return config, models
 
 
 @pytest.mark.parametrize("method", [SINGLE_TOKEN, DECOUPLED], ids=lambda m: m.name)
-def test_baseline_trains_through_the_trainer(trainer, method, tmp_path):
-    from nested_attention_training.loop import optimizer_step
-    from nested_attention_training.models import attn2_modules
-    from nested_attention_training.samples import render_grid, sample_prompts
-    from nested_attention_training.session import open_session
+def test_baseline_trains_through_the_trainer(trainer, host, method, tmp_path):
+    from nested_attention.training.loop import optimizer_step
+    from nested_attention.training.samples import render_grid, sample_prompts
+    from nested_attention.training.session import open_session
 
     config, models = trainer
     session = open_session(config(tmp_path / "out"), models=models, method=method)
@@ -169,9 +169,9 @@ def test_baseline_trains_through_the_trainer(trainer, method, tmp_path):
         assert finite and math.isfinite(loss)
     changed = {name for name, p in encoder.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {name for name, p in encoder.named_parameters() if id(p) in trained}
-    host = attn2_modules(models.patcher.get_model_object("diffusion_model"), models.layers)
-    frozen = all(torch.equal(encoder.nested_layers[layer.id].to_k.weight, host[layer.id].to_k.weight.float())
-                 and torch.equal(encoder.nested_layers[layer.id].to_v.weight, host[layer.id].to_v.weight.float())
+    attn2 = host.attention_modules(models.patcher)
+    frozen = all(torch.equal(encoder.nested_layers[layer.id].to_k.weight, attn2[layer.id].to_k.weight.float())
+                 and torch.equal(encoder.nested_layers[layer.id].to_v.weight, attn2[layer.id].to_v.weight.float())
                  for layer in models.layers)
     assert frozen == (method is SINGLE_TOKEN)
     if method is SINGLE_TOKEN:
@@ -184,9 +184,9 @@ def test_baseline_trains_through_the_trainer(trainer, method, tmp_path):
         with torch.no_grad():
             pooled = encoder.encode(features).mean((0, 1))
         assert torch.allclose(subject.tokens[0], pooled, atol=1e-6)
-    patched = apply_method(session.adapter, models.patcher, method, subject)
+    patched = host.apply_subject(models.patcher, subject, 1.0, rule=method.rule)
     patch = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values()))
-    assert patch.bindings[-1].rule is method.rule and patch.bindings[-1].subject is subject
+    assert patch.bindings[-1].rule == method.rule and patch.bindings[-1].subject is subject
 
     prompts = sample_prompts(session.data, None, 1, session.has_word)  # sampled by the host's KSampler path
     grid = np.asarray(Image.open(render_grid(session, prompts, tmp_path / "grid.png")), dtype=np.float32)

@@ -8,17 +8,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from toyworld.cli import main
-from toyworld.identity import HELDOUT_START
-from toyworld.preview import LABEL_HEIGHT, PREVIEW_SCENES
-from toyworld.scoring import load_scorer
+from nested_attention.toyworld.cli import main
+from nested_attention.toyworld.identity import HELDOUT_START
+from nested_attention.toyworld.preview import LABEL_HEIGHT, PREVIEW_SCENES
+from nested_attention.toyworld.scoring import load_scorer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_preview_runs_as_a_script_and_writes_the_sheet(tmp_path):
+def test_preview_runs_from_the_command_line_and_writes_the_sheet(tmp_path):
     out = tmp_path / "sheet.png"
-    subprocess.run([sys.executable, str(REPO_ROOT / "toyworld" / "cli.py"), "preview", str(out), "--per-domain", "1",
+    subprocess.run([sys.executable, "-m", "nested_attention.toyworld", "preview", str(out), "--per-domain", "1",
                     "--zoom", "1"], check=True, capture_output=True, cwd=tmp_path)
     sheet = Image.open(out)
     assert sheet.size == (len(PREVIEW_SCENES) * 64, LABEL_HEIGHT + 3 * 64)  # a person, a pet, the pairs row

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from toyworld.evaluation import EvalConfig
-from toyworld.publish import COMMITTED_RESULTS, COMMITTED_WEIGHTS, RESULT_FILES, run_evaluation
+from nested_attention.toyworld.evaluation import EvalConfig
+from nested_attention.toyworld.publish import COMMITTED_RESULTS, COMMITTED_WEIGHTS, RESULT_FILES, run_evaluation
 
 
 def committed_scores() -> dict:

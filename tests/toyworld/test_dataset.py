@@ -1,20 +1,18 @@
 """The training-folder writer: layout, captions, masks, words files, manifest; and the trainer reads it."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from toyworld.dataset import MANIFEST_FILE, iter_renders, make_samples, render_array, write_training_folder
-from toyworld.errors import DatasetError
-from toyworld.identity import HELDOUT_START, sample_identity
-from toyworld.render import render
-from toyworld.scene import caption
+from nested_attention.toyworld.dataset import MANIFEST_FILE, iter_renders, make_samples, render_array, write_training_folder
+from nested_attention.toyworld.errors import DatasetError
+from nested_attention.toyworld.identity import HELDOUT_START, sample_identity
+from nested_attention.toyworld.render import render
+from nested_attention.toyworld.scene import caption
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +46,7 @@ def test_the_manifest_says_what_each_image_shows(folder):
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     assert manifest["seed"] == 4 and len(manifest["images"]) == 12
     entry = manifest["images"][4]
-    from toyworld.scene import Scene
+    from nested_attention.toyworld.scene import Scene
 
     scene = Scene(**entry["scene"])
     identity = sample_identity(entry["domain"], entry["identity_id"])
@@ -58,15 +56,8 @@ def test_the_manifest_says_what_each_image_shows(folder):
 
 
 def test_the_trainer_reads_the_folder(folder):
-    """The repository's trainer (training/data.py, imported by path without ComfyUI) accepts the folder."""
-    name = "nested_attention_training"
-    if name not in sys.modules:
-        init = REPO_ROOT / "training" / "__init__.py"
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    from nested_attention_training.data import scan_data_folder
+    """The repository's trainer (training/data.py, imported without ComfyUI) accepts the folder."""
+    from nested_attention.training.data import scan_data_folder
 
     data = scan_data_folder(folder, lambda text, word: word in text.replace(",", " ").split(),
                             words_file=folder / "subjects.json")

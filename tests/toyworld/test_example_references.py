@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from toyworld.evaluation import reference_render
-from toyworld.example_references import DEFAULT_FOLDER, REFERENCES, render_references, write_references
-from toyworld.identity import HELDOUT_START, PERSON, PET
+from nested_attention.toyworld.evaluation import reference_render
+from nested_attention.toyworld.example_references import DEFAULT_FOLDER, REFERENCES, render_references, write_references
+from nested_attention.toyworld.identity import HELDOUT_START, PERSON, PET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO_ROOT / "example_workflows" / "toyworld_two_subjects.json"
@@ -42,10 +42,10 @@ def test_write_references_writes_what_the_workflow_loads(tmp_path):
 
 def test_the_workflow_asks_what_the_evaluation_asks():
     """Prompt, words, size and sampler of the toy workflow are those of evaluation.two_subjects."""
-    from toyworld.evaluation import TWO_SUBJECT_SCENES
-    from toyworld.generation import SamplerSettings
-    from toyworld.identity import CLASS_WORDS
-    from toyworld.scene import caption_two
+    from nested_attention.toyworld.evaluation import TWO_SUBJECT_SCENES
+    from nested_attention.toyworld.generation import SamplerSettings
+    from nested_attention.toyworld.identity import CLASS_WORDS
+    from nested_attention.toyworld.scene import caption_two
 
     nodes = json.loads(WORKFLOW.read_text())["nodes"]
     values = {}
@@ -63,7 +63,7 @@ def test_the_workflow_asks_what_the_evaluation_asks():
 
 def test_the_workflow_regions_are_the_evaluation_halves():
     """Each subject's attn_mask, built by SolidMask + MaskComposite add, is its evaluation region."""
-    from toyworld.evaluation import region_masks
+    from nested_attention.toyworld.evaluation import region_masks
 
     workflow = json.loads(WORKFLOW.read_text())
     nodes = {node["id"]: node for node in workflow["nodes"]}

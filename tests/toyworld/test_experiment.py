@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from toyworld.experiment import PRESETS, STAGES, run
-from toyworld.publish import BASE_FILES, ENCODER_FILES, METHODS, SCORER_FILES
+from nested_attention.toyworld.experiment import PRESETS, STAGES, run
+from nested_attention.toyworld.publish import BASE_FILES, ENCODER_FILES, METHODS, SCORER_FILES
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_published_files_match_their_manifest_and_are_fp16(smoke):
 
 
 def test_base_checkpoint_loads_in_comfyui_with_normalised_latents(smoke):
-    from toyworld.base_model import load_checkpoint
+    from nested_attention.toyworld.base_model import load_checkpoint
 
     report = json.loads((smoke / "base" / "base_report.json").read_text())
     assert abs(report["latents"]["mean"]) < 1e-3 and abs(report["latents"]["std"] - 1) < 1e-3
@@ -56,7 +56,7 @@ def test_base_checkpoint_loads_in_comfyui_with_normalised_latents(smoke):
 
 
 def test_text_encoder_knows_only_the_world_vocabulary(smoke):
-    from toyworld.base_model import load_checkpoint
+    from nested_attention.toyworld.base_model import load_checkpoint
 
     _, clip, _ = load_checkpoint(smoke / "weights" / BASE_FILES["checkpoint"])
     table = clip.cond_stage_model.clip_l.transformer.text_model.embeddings.token_embedding.weight
@@ -87,16 +87,16 @@ def test_finished_stages_are_skipped_and_evaluation_is_deterministic(smoke):
 
 
 def test_a_stage_without_its_earlier_stages_is_refused(tmp_path):
-    from toyworld.errors import ExperimentError
+    from nested_attention.toyworld.errors import ExperimentError
 
     with pytest.raises(ExperimentError, match="stage base needs stage\\(s\\) data, scorers"):
         run(tmp_path, "smoke", ["base"])
 
 
 def test_evaluation_of_an_incomplete_weights_folder_names_the_missing_file(tmp_path):
-    from toyworld.errors import ExperimentError
-    from toyworld.evaluation import EvalConfig
-    from toyworld.publish import run_evaluation
+    from nested_attention.toyworld.errors import ExperimentError
+    from nested_attention.toyworld.evaluation import EvalConfig
+    from nested_attention.toyworld.publish import run_evaluation
 
     with pytest.raises(ExperimentError, match="has no models/checkpoints/toyworld_base.safetensors"):
         run_evaluation(tmp_path, tmp_path / "results", EvalConfig())

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from toyworld.errors import IdentityError
-from toyworld.identity import (ATTRIBUTES, DOMAINS, HELDOUT_START, IDENTITY_COUNT, PERSON, PET, PersonIdentity,
+from nested_attention.toyworld.errors import IdentityError
+from nested_attention.toyworld.identity import (ATTRIBUTES, DOMAINS, HELDOUT_START, IDENTITY_COUNT, PERSON, PET, PersonIdentity,
                                PetIdentity, attribute_labels, combination_count, heldout_ids, is_heldout,
                                sample_identity, train_ids)
-from toyworld.rng import Rng, key_seed, permute
+from nested_attention.toyworld.rng import Rng, key_seed, permute
 
 
 def discrete(identity) -> tuple:

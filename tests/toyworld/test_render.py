@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyworld.errors import RenderError
-from toyworld.identity import PERSON, PET, sample_identity
-from toyworld.render import render, render_two, render_with_mask
-from toyworld.scene import STYLES, Scene
+from nested_attention.toyworld.errors import RenderError
+from nested_attention.toyworld.identity import PERSON, PET, sample_identity
+from nested_attention.toyworld.render import render, render_two, render_with_mask
+from nested_attention.toyworld.scene import STYLES, Scene
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENES = [Scene("red", "left", "full", "photo"), Scene("snow", "right", "close-up", "pencil"),
@@ -41,11 +41,11 @@ def test_the_same_inputs_give_the_same_bytes(domain, scene):
 def test_renders_are_the_same_in_another_process_with_another_hash_seed():
     scene = Scene("forest", "left", "close-up", "watercolor")
     here = digest(render(sample_identity(PET, 42), scene, 9))
-    code = ("import hashlib; from toyworld.identity import sample_identity; from toyworld.render import render; "
-            "from toyworld.scene import Scene; "
+    code = ("import hashlib; from nested_attention.toyworld.identity import sample_identity; "
+            "from nested_attention.toyworld.render import render; from nested_attention.toyworld.scene import Scene; "
             "im = render(sample_identity('pet', 42), Scene('forest', 'left', 'close-up', 'watercolor'), 9); "
             "print(hashlib.sha256(im.tobytes()).hexdigest())")
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
     there = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert there.stdout.strip() == here
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from toyworld.errors import SceneError
-from toyworld.identity import CLASS_WORDS, DOMAINS
-from toyworld.scene import (BACKGROUND_WORDS, FACTORS, PLACEMENT_WORDS, STYLE_WORDS, Scene, all_scenes, caption,
+from nested_attention.toyworld.errors import SceneError
+from nested_attention.toyworld.identity import CLASS_WORDS, DOMAINS
+from nested_attention.toyworld.scene import (BACKGROUND_WORDS, FACTORS, PLACEMENT_WORDS, STYLE_WORDS, Scene, all_scenes, caption,
                             caption_two, sample_scene)
 
 

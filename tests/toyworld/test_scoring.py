@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from toyworld.dataset import make_samples, render_array
-from toyworld.errors import ScorerError
-from toyworld.identity import DOMAINS, heldout_ids, train_ids
-from toyworld.metrics import retrieval_top1, roc_auc, verification
-from toyworld.nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig, parameter_count
-from toyworld.scene import FACTORS, Scene
-from toyworld.scorer_pipeline import ScorerPipelineConfig, evaluate_scorers, train_scorers
-from toyworld.scorer_training import FitConfig, attribute_targets, scene_labels, train_identity_net, train_scene_net
-from toyworld.scoring import (identity_similarity, load_scorer, predict_scenes, reference_similarity, save_scorer,
+from nested_attention.toyworld.dataset import make_samples, render_array
+from nested_attention.toyworld.errors import ScorerError
+from nested_attention.toyworld.identity import DOMAINS, heldout_ids, train_ids
+from nested_attention.toyworld.metrics import retrieval_top1, roc_auc, verification
+from nested_attention.toyworld.nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig, parameter_count
+from nested_attention.toyworld.scene import FACTORS, Scene
+from nested_attention.toyworld.scorer_pipeline import ScorerPipelineConfig, evaluate_scorers, train_scorers
+from nested_attention.toyworld.scorer_training import FitConfig, attribute_targets, scene_labels, train_identity_net, train_scene_net
+from nested_attention.toyworld.scoring import (identity_similarity, load_scorer, predict_scenes, reference_similarity, save_scorer,
                               scene_accuracy, to_batch)
 
 FULL_SCORERS_ENV = "TOYWORLD_FULL_SCORERS"
@@ -136,7 +136,7 @@ def test_full_scorers_reach_their_bars_on_held_out_identities(tmp_path):
 def test_committed_scorers_reach_their_bars_on_held_out_identities():
     """The scoring models the committed results were measured with (toyworld/weights/scorers), on
     renders of 60 held-out identities per domain they never saw."""
-    from toyworld.publish import COMMITTED_WEIGHTS, SCORER_FILES
+    from nested_attention.toyworld.publish import COMMITTED_WEIGHTS, SCORER_FILES
 
     identity_net = load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["identity"]).float()
     scene_net = load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["scene"]).float()

@@ -2,8 +2,8 @@
 
 Everything runs on the tiny SDXL-shaped checkpoint (real ``model_base.SDXL``: pooled output and
 size conditioning) at 64 px with a small encoder, so that a step takes a fraction of a second on
-two CPU cores. Subprocess runs of ``training/train.py`` register the tiny models with
-``--extra-module tests/fixtures/comfy_test_models/__init__.py``.
+two CPU cores. Subprocess runs of the trainer (``python -m nested_attention.training``) register the
+tiny models with ``--extra-module toyworld/comfyui_pack/__init__.py``.
 """
 from __future__ import annotations
 
@@ -17,19 +17,18 @@ import pytest
 from PIL import Image, ImageDraw
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_PY = REPO_ROOT / "training" / "train.py"
-TEST_MODELS_MODULE = REPO_ROOT / "tests" / "fixtures" / "comfy_test_models" / "__init__.py"
+TEST_MODELS_MODULE = REPO_ROOT / "toyworld" / "comfyui_pack" / "__init__.py"
 TINY_ENCODER = {"num_tokens": 4, "encoder_width": 32, "encoder_depth": 1, "encoder_heads": 2, "encoder_dim_head": 16,
                 "encoder_ff_mult": 2}
 COLORS = [(200, 40, 40), (40, 160, 60), (50, 70, 200), (220, 180, 30), (150, 60, 170)]
 
 
 @pytest.fixture(scope="session")
-def training(pack, tiny_models, fixture_modules):
-    """The trainer's package ``nested_attention_training``, with ComfyUI and the tiny models ready."""
-    package = fixture_modules.host.load_training_package()
-    import nested_attention_training.loop  # noqa: F401  (imports every module of the trainer)
-    return package
+def training(host, tiny_models):
+    """The trainer's package ``nested_attention.training``, with ComfyUI and the tiny models ready."""
+    import nested_attention.training.loop  # noqa: F401  (imports every module of the trainer)
+
+    return nested_attention.training
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +45,9 @@ def helpers():
 @pytest.fixture(scope="session")
 def sdxl_models(training, tiny_models):
     """The tiny SDXL checkpoint and CLIP vision tower, loaded once by the trainer's own loader."""
-    from nested_attention_training.comfy_host import host_adapter
-    from nested_attention_training.models import load_base_models
+    from nested_attention.training.base_models import load_base_models
 
-    return load_base_models(tiny_config(tiny_models, "unused", "unused"), host_adapter())
+    return load_base_models(tiny_config(tiny_models, "unused", "unused"))
 
 
 def draw_image(path: Path, seed: int, size=(72, 64), color=None) -> None:
@@ -83,7 +81,7 @@ def make_data(root: Path, subjects: dict[str, int], caption: str = "a photo of a
 
 
 def tiny_config(tiny_models, data, output, **overrides):
-    from nested_attention_training.config import TrainConfig
+    from nested_attention.training.config import TrainConfig
 
     values = dict(checkpoint=str(tiny_models["sdxl"]), clip_vision=str(tiny_models["clip_vision"]), data=str(data),
                   output=str(output), default_word="person", resolution=64, batch_size=2, max_steps=4,
@@ -114,9 +112,9 @@ def cli_args(tiny_models, comfy_root, data, output, **overrides) -> list[str]:
 
 def train_command(*args: str, processes: int = 1) -> list[str]:
     if processes == 1:
-        return [sys.executable, str(TRAIN_PY), *args]
+        return [sys.executable, "-m", "nested_attention.training", *args]
     torchrun = Path(sys.executable).with_name("torchrun")
-    return [str(torchrun), "--standalone", f"--nproc_per_node={processes}", str(TRAIN_PY), *args]
+    return [str(torchrun), "--standalone", f"--nproc_per_node={processes}", "-m", "nested_attention.training", *args]
 
 
 def run_train(*args: str, processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:

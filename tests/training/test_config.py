@@ -8,12 +8,14 @@ from dataclasses import fields
 
 import pytest
 
+from nested_attention.nested_attention_core.families import SD15, SDXL
+
 
 def test_help_documents_every_flag_without_comfyui(training, helpers):
-    from nested_attention_training.config import TrainConfig
+    from nested_attention.training.config import TrainConfig
 
     env = {k: v for k, v in os.environ.items() if k != "NESTED_ATTENTION_COMFYUI"}
-    done = subprocess.run([sys.executable, str(helpers.REPO_ROOT / "training" / "train.py"), "--help"], env=env,
+    done = subprocess.run([sys.executable, "-m", "nested_attention.training", "--help"], env=env,
                           capture_output=True, text=True, timeout=120, cwd="/")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
@@ -27,18 +29,18 @@ def test_help_documents_every_flag_without_comfyui(training, helpers):
 
 
 def test_the_command_line_gives_the_same_config(training, helpers, tiny_models, comfy_root):
-    from nested_attention_training.config import config_from_argv
+    from nested_attention.training.config import config_from_argv
 
     args = helpers.cli_args(tiny_models, comfy_root, "data", "out", max_steps=7, drop_both=0.2, cache=False,
                             progress_bar=True)
     config = config_from_argv(args)
     expected = helpers.tiny_config(tiny_models, "data", "out", max_steps=7, drop_both=0.2, cache=False,
                                    progress_bar=True, comfyui=str(comfy_root),
-                                   extra_module=(str(helpers.REPO_ROOT / "tests/fixtures/comfy_test_models/__init__.py"),))
+                                   extra_module=(str(helpers.REPO_ROOT / "toyworld/comfyui_pack/__init__.py"),))
     assert config == expected
-    assert config.cache_path is None and config.resolved("sdxl").resolution == 64
-    assert config.resolved("sdxl").name == "nested_attention_sdxl"
-    assert helpers.tiny_config(tiny_models, "d", "o", resolution=None).resolved("sd15").resolution == 512
+    assert config.cache_path is None and config.resolved(SDXL).resolution == 64
+    assert config.resolved(SDXL).name == "nested_attention_sdxl"
+    assert helpers.tiny_config(tiny_models, "d", "o", resolution=None).resolved(SD15).resolution == 512
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -50,15 +52,15 @@ def test_the_command_line_gives_the_same_config(training, helpers, tiny_models, 
     ({"output": " "}, r"--output is required"),
 ])
 def test_bad_values_name_the_flag(training, helpers, tiny_models, overrides, message):
-    from nested_attention_training.errors import TrainingConfigError
+    from nested_attention.training.errors import TrainingConfigError
 
     with pytest.raises(TrainingConfigError, match=message):
         helpers.tiny_config(tiny_models, "data", overrides.pop("output", "out"), **overrides)
 
 
 def test_model_files_that_do_not_exist_are_named(training, helpers, tiny_models, tmp_path):
-    from nested_attention_training.errors import TrainingConfigError
-    from nested_attention_training.session import open_session
+    from nested_attention.training.errors import TrainingConfigError
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 1})
     with pytest.raises(TrainingConfigError, match=r"--checkpoint nope.safetensors: no such file, nor a file of that "
@@ -67,7 +69,7 @@ def test_model_files_that_do_not_exist_are_named(training, helpers, tiny_models,
 
 
 def test_comfyui_is_found_where_the_pack_is_installed_else_by_flag_or_environment(training, tmp_path, monkeypatch):
-    from nested_attention_training import comfy_host
+    from nested_attention.training import bootstrap as comfy_host
 
     root = tmp_path / "ComfyUI"
     (root / "comfy").mkdir(parents=True)

@@ -11,14 +11,15 @@ from PIL import Image
 
 
 @pytest.fixture
-def has_word(training, sdxl_models, pack):
+def has_word(training, sdxl_models):
     """Word matching by the host tokenizer, as the trainer does it."""
-    adapter = pack.nodes.host_adapter
-    return lambda text, word: bool(adapter.prompt_words(sdxl_models.clip, text)[1].positions(word))
+    from nested_attention.training.session import word_matcher
+
+    return word_matcher(sdxl_models.clip)
 
 
 def scan(folder, has_word, **kwargs):
-    from nested_attention_training.data import scan_data_folder
+    from nested_attention.training.data import scan_data_folder
 
     return scan_data_folder(folder, has_word, **kwargs)
 
@@ -35,7 +36,7 @@ def test_unreadable_images_are_skipped_and_counted(helpers, tmp_path, has_word):
 
 
 def test_a_caption_without_the_word_is_an_error_naming_the_file_or_skipped(helpers, tmp_path, has_word):
-    from nested_attention_training.errors import TrainingDataError
+    from nested_attention.training.errors import TrainingDataError
 
     data = helpers.make_data(tmp_path / "data", {"rex": 3}, words={"rex": "dog"})
     (data / "rex" / "001.txt").write_text("a photo of a sksdog")  # "sksdog" is not the word "dog"
@@ -52,7 +53,7 @@ def test_a_caption_without_the_word_is_an_error_naming_the_file_or_skipped(helpe
 
 
 def test_empty_or_missing_data_folders_say_what_is_expected(tmp_path, has_word, helpers):
-    from nested_attention_training.errors import TrainingDataError
+    from nested_attention.training.errors import TrainingDataError
 
     with pytest.raises(TrainingDataError, match=r"data folder .*nowhere does not exist .* one sub-folder per subject"):
         scan(tmp_path / "nowhere", has_word)
@@ -74,7 +75,7 @@ def test_empty_or_missing_data_folders_say_what_is_expected(tmp_path, has_word, 
 
 
 def test_subject_words_come_from_subjects_json_or_the_default(helpers, tmp_path, has_word):
-    from nested_attention_training.errors import TrainingDataError
+    from nested_attention.training.errors import TrainingDataError
 
     data = helpers.make_data(tmp_path / "data", {"alice": 1, "rex": 1}, words={"rex": "dog"})
     with pytest.raises(TrainingDataError, match=r"subject folder .*alice has no word \(.*subjects\.json has no entry "
@@ -89,7 +90,7 @@ def test_subject_words_come_from_subjects_json_or_the_default(helpers, tmp_path,
 
 
 def test_references_are_other_images_or_augmented_crops_of_a_single_image(helpers, tmp_path, has_word):
-    from nested_attention_training.data import choose_reference, reference_pixels
+    from nested_attention.training.data import choose_reference, reference_pixels
 
     data = scan(helpers.make_data(tmp_path / "data", {"many": 3, "one": 1}), has_word, default_word="person")
     rng = random.Random(0)
@@ -106,9 +107,9 @@ def test_references_are_other_images_or_augmented_crops_of_a_single_image(helper
 
 def test_masks_blank_the_reference_background_and_weight_the_loss(training, sdxl_models, helpers, tiny_models,
                                                                   tmp_path):
-    from nested_attention_training.batch import RowPlan, assemble
-    from nested_attention_training.data import ReferenceChoice, reference_pixels, target_mask
-    from nested_attention_training.session import open_session
+    from nested_attention.training.batch import RowPlan, assemble
+    from nested_attention.training.data import ReferenceChoice, reference_pixels, target_mask
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     (data / "a" / "masks").mkdir()
@@ -133,9 +134,9 @@ def test_masks_blank_the_reference_background_and_weight_the_loss(training, sdxl
 
 def test_cache_keys_follow_the_content(training, helpers, tmp_path, has_word):
     """A changed image, caption or model file is a new key; an unchanged one is read back."""
-    from nested_attention_training.cache import FeatureCache, file_identity
-    from nested_attention_training.features import FeatureStore
-    from nested_attention_core.prompt import PromptWords
+    from nested_attention.training.cache import FeatureCache, file_identity
+    from nested_attention.training.features import FeatureStore
+    from nested_attention.nested_attention_core.prompt import PromptWords
 
     class FakeEncoders:
         def __init__(self):

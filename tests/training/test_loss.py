@@ -17,7 +17,7 @@ def model_sampling(kind):
 @pytest.mark.parametrize("kind_name, expected", [("EPS", "eps"), ("V_PREDICTION", "v")])
 def test_prediction_inverts_the_hosts_denoised_estimate(training, kind_name, expected):
     import comfy.model_sampling as ms
-    from nested_attention_training.loss import denoising_losses, noisy_input, parameterization, prediction
+    from nested_attention.training.loss import denoising_losses, noisy_input, parameterization, prediction
 
     sampling = model_sampling(getattr(ms, kind_name))
     assert parameterization(sampling) == expected
@@ -45,8 +45,8 @@ def test_prediction_inverts_the_hosts_denoised_estimate(training, kind_name, exp
 @pytest.mark.parametrize("kind_name", ["EDM", "CONST"])
 def test_other_parameterizations_are_refused(training, kind_name):
     import comfy.model_sampling as ms
-    from nested_attention_training.errors import TrainingConfigError
-    from nested_attention_training.loss import parameterization
+    from nested_attention.training.errors import TrainingConfigError
+    from nested_attention.training.loss import parameterization
 
     with pytest.raises(TrainingConfigError, match="train on an SD1.5 or SDXL"):
         parameterization(model_sampling(getattr(ms, kind_name)))
@@ -54,7 +54,7 @@ def test_other_parameterizations_are_refused(training, kind_name):
 
 def test_rows_draw_from_their_own_seed(training):
     import comfy.model_sampling as ms
-    from nested_attention_training.loss import draw_sigma_and_noise, row_generator
+    from nested_attention.training.loss import draw_sigma_and_noise, row_generator
 
     sampling = model_sampling(ms.EPS)
     a = draw_sigma_and_noise(sampling, (4, 8, 8), row_generator(0, 1, 5, "noise"))
@@ -68,7 +68,7 @@ def test_rows_draw_from_their_own_seed(training):
 
 
 def test_warmup_then_cosine(training):
-    from nested_attention_training.optim import warmup_cosine
+    from nested_attention.training.optim import warmup_cosine
 
     factor = warmup_cosine(4, 104)
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -6,8 +6,8 @@ import pytest
 
 def test_nested_attention_is_the_default_and_trains_every_parameter(training, sdxl_models, helpers, tiny_models,
                                                                      tmp_path):
-    from nested_attention_training.method import NESTED
-    from nested_attention_training.session import open_session
+    from nested_attention.training.method import NESTED
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"alice": 2})
     session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", cache=False), models=sdxl_models)
@@ -16,12 +16,12 @@ def test_nested_attention_is_the_default_and_trains_every_parameter(training, sd
     assert len(session.parameters) == len(params) and all(a is b for a, b in zip(session.parameters, params))
     assert session.optimizer.param_groups[0]["params"] == session.parameters
     replaces = session.denoiser.patched.model_options["transformer_options"]["patches_replace"]["attn2"]
-    assert all(patch.bindings[0].rule is None for patch in replaces.values())
+    assert all(patch.bindings[0].rule == "nested" for patch in replaces.values())
 
 
 def test_a_state_resumes_only_with_the_method_that_made_it(training):
-    from nested_attention_training.errors import ResumeError
-    from nested_attention_training.state import check_compatible
+    from nested_attention.training.errors import ResumeError
+    from nested_attention.training.state import check_compatible
 
     identity = {"checkpoint": "c", "method": "single_token"}
     state = {"identity": dict(identity), "config": "{}"}

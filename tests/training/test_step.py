@@ -6,8 +6,8 @@ import torch
 
 
 def test_subject_only_keeps_the_subject_words_positions_under_one_name(training):
-    from nested_attention_core.prompt import PromptWords
-    from nested_attention_training.binding import SUBJECT_WORD, subject_only
+    from nested_attention.nested_attention_core.prompt import PromptWords
+    from nested_attention.training.binding import SUBJECT_WORD, subject_only
 
     words = PromptWords((("a", (1,)), ("teddy", (2,)), ("bear", (3, 4)), ("and", (5,)), ("a", (6,)), ("dog", (7,)),
                          ("teddy", (8,)), ("bear", (9,))), 77)
@@ -19,7 +19,7 @@ def test_subject_only_keeps_the_subject_words_positions_under_one_name(training)
 
 
 def test_the_binding_only_acts_inside_a_step(training):
-    from nested_attention_training.binding import LiveNested, TrainingBinding
+    from nested_attention.training.binding import LiveNested, TrainingBinding
 
     binding = TrainingBinding(LiveNested())
     assert binding.active(1e9) and binding.query_mask((8, 8), 2, "cpu") is None
@@ -29,10 +29,10 @@ def test_the_binding_only_acts_inside_a_step(training):
 
 def test_rows_without_their_subject_are_the_plain_model_and_gradients_reach_the_encoder(
         training, sdxl_models, helpers, tiny_models, tmp_path):
-    from nested_attention_training.batch import RowPlan, assemble
-    from nested_attention_training.data import ReferenceChoice
-    from nested_attention_training.session import open_session
-    from nested_attention_training.step import encode_nested
+    from nested_attention.training.batch import RowPlan, assemble
+    from nested_attention.training.data import ReferenceChoice
+    from nested_attention.training.session import open_session
+    from nested_attention.training.step import encode_nested
 
     data = helpers.make_data(tmp_path / "data", {"alice": 1, "rex": 1}, caption="a {word} next to a dog and a woman",
                              words={"alice": "woman", "rex": "dog"})
@@ -42,7 +42,7 @@ def test_rows_without_their_subject_are_the_plain_model_and_gradients_reach_the_
     plans = [RowPlan(i % 2, 0, i, ReferenceChoice(i % 2, None), drop) for i, drop in enumerate(drops)]
     batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in, 0)
     assert [p is not None for p in batch.prompts] == [True, False, True, False]
-    from nested_attention_training.binding import SUBJECT_WORD
+    from nested_attention.training.binding import SUBJECT_WORD
 
     assert batch.prompts[0].positions(SUBJECT_WORD) == [2, 9]  # "a woman next to a dog and a woman": not the dog
     assert batch.prompts[2].positions(SUBJECT_WORD) == [1]  # text dropped: the bare word "dog"

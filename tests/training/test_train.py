@@ -16,11 +16,11 @@ def read_log(path) -> list[dict]:
 
 
 def test_end_to_end_weights_load_in_the_nodes_and_change_the_sample(training, sdxl_models, helpers, tiny_models,
-                                                                   tmp_path, pack):
+                                                                   tmp_path):
     import folder_paths
     import nodes as host_nodes
-    from nested_attention_training.loop import train
-    from nested_attention_training.session import open_session
+    from nested_attention.training.loop import train
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"alice": 3, "rex": 2}, words={"alice": "woman", "rex": "dog"})
     (data / "alice" / "999.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # unreadable: skipped and counted
@@ -38,8 +38,8 @@ def test_end_to_end_weights_load_in_the_nodes_and_change_the_sample(training, sd
             torch.testing.assert_close(value, state[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
     assert result.status == "finished" and result.step == 24
-    assert result.weights == out / "nested_attention_context144.safetensors" and result.weights.is_file()
-    assert (out / "nested_attention_context144-step0000012.safetensors").is_file()
+    assert result.weights == out / "nested_attention_sdxl_tiny.safetensors" and result.weights.is_file()
+    assert (out / "nested_attention_sdxl_tiny-step0000012.safetensors").is_file()
     assert sorted(p.name for p in (out / "states").iterdir()) == ["state-0000012.pt", "state-0000024.pt"]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step0000012.png", "step0000024.png"]
     log = read_log(out / "train_log.jsonl")
@@ -50,9 +50,9 @@ def test_end_to_end_weights_load_in_the_nodes_and_change_the_sample(training, sd
     assert all(set(r) >= {"loss", "lr", "grad_norm", "samples_per_s"} and r["loss"] > 0 for r in steps)
 
     folder_paths.add_model_folder_path("nested_attention", str(out))
-    nodes = pack.nodes
+    from nested_attention.nodes import extension as nodes
     weights = nodes.NestedAttentionLoader.execute(result.weights.name).args[0]
-    assert weights.source_format == "nested_attention" and weights.base_family == "context144"
+    assert weights.source_format == "nested_attention" and weights.base_family == "sdxl_tiny"
     model, clip = sdxl_models.patcher, sdxl_models.clip
     reference = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(3))
     subject = nodes.NestedAttentionSubject.execute(weights, sdxl_models.clip_vision, reference, "dog").args[0]
@@ -69,8 +69,8 @@ def test_end_to_end_weights_load_in_the_nodes_and_change_the_sample(training, sd
 
 def fixed_eval_batch(session, timesteps=(150, 400, 650, 900)):
     """Every training image with itself as reference, at fixed timesteps and fixed noise."""
-    from nested_attention_training.batch import RowPlan, assemble
-    from nested_attention_training.data import ReferenceChoice
+    from nested_attention.training.batch import RowPlan, assemble
+    from nested_attention.training.data import ReferenceChoice
 
     den = session.denoiser
     plans = [RowPlan(i, 0, i, ReferenceChoice(i, None), "none") for i in range(len(session.data)) for _ in timesteps]
@@ -83,9 +83,9 @@ def fixed_eval_batch(session, timesteps=(150, 400, 650, 900)):
 
 def test_it_learns_to_lower_the_denoising_loss(training, sdxl_models, helpers, tiny_models, tmp_path):
     """Reference = target: the trained adapter beats both its initialisation and no adapter."""
-    from nested_attention_training.loop import train
-    from nested_attention_training.session import open_session
-    from nested_attention_training.step import encode_nested
+    from nested_attention.training.loop import train
+    from nested_attention.training.session import open_session
+    from nested_attention.training.step import encode_nested
 
     data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 2})
     config = helpers.tiny_config(tiny_models, data, tmp_path / "out", reference="self", drop_text=0.0,
@@ -108,8 +108,8 @@ def test_it_learns_to_lower_the_denoising_loss(training, sdxl_models, helpers, t
 
 
 def test_warm_cache_makes_no_host_calls_and_gives_the_same_loss(training, sdxl_models, helpers, tiny_models, tmp_path):
-    from nested_attention_training.loop import micro_batch_loss, plans_for
-    from nested_attention_training.session import open_session
+    from nested_attention.training.loop import micro_batch_loss, plans_for
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 1, "c": 1})  # c, b: single images, augmented crops
     config = helpers.tiny_config(tiny_models, data, tmp_path / "out", cache_dir=str(tmp_path / "cache"),
@@ -158,7 +158,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(training, helpers, ti
     process.send_signal(signal.SIGKILL)
     stderr = process.communicate()[1]
     assert half.exists(), stderr[-3000:]
-    assert not (tmp_path / "killed" / "nested_attention_context144.safetensors").exists()  # really cut short
+    assert not (tmp_path / "killed" / "nested_attention_sdxl_tiny.safetensors").exists()  # really cut short
 
     resumed = helpers.run_train(*args, "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -166,8 +166,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(training, helpers, ti
     resumed_log = [(r["step"], r["loss"]) for r in read_log(tmp_path / "killed" / "train_log.jsonl") if "loss" in r]
     full_log = [(r["step"], r["loss"]) for r in read_log(tmp_path / "full" / "train_log.jsonl") if "loss" in r]
     assert sorted(set(resumed_log)) == full_log  # every step's loss, bit for bit (a step logged twice is fine)
-    ours = helpers.load_weights_tensors(tmp_path / "killed" / "nested_attention_context144.safetensors")
-    theirs = helpers.load_weights_tensors(tmp_path / "full" / "nested_attention_context144.safetensors")
+    ours = helpers.load_weights_tensors(tmp_path / "killed" / "nested_attention_sdxl_tiny.safetensors")
+    theirs = helpers.load_weights_tensors(tmp_path / "full" / "nested_attention_sdxl_tiny.safetensors")
     assert ours.keys() == theirs.keys()
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-6, msg=key)
@@ -178,8 +178,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trainin
     """torchrun, 2 processes x batch 1 vs 1 process x batch 2: the same rows, noise and losses (atol 1e-6); the
     weights equal up to float summation order (atol 1e-5 at lr 1e-4; Adam magnifies the last bits of tiny
     gradients, about 1e-5 at lr 1e-3)."""
-    from nested_attention_training.loop import train
-    from nested_attention_training.session import open_session
+    from nested_attention.training.loop import train
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 2, "c": 1})  # 5 images: 1 left out per epoch
     cache = tmp_path / "cache"
@@ -191,7 +191,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trainin
     assert two.returncode == 0, two.stderr[-3000:]
     log = read_log(tmp_path / "two" / "train_log.jsonl")
     assert next(r for r in log if r.get("event") == "start")["processes"] == 2
-    ours = helpers.load_weights_tensors(tmp_path / "two" / "nested_attention_context144.safetensors")
+    ours = helpers.load_weights_tensors(tmp_path / "two" / "nested_attention_sdxl_tiny.safetensors")
     theirs = helpers.load_weights_tensors(one.weights)
     print(f"max |2 processes - 1 process| over the weights: {max((ours[k] - theirs[k]).abs().max() for k in ours):.2e}")
     for key in ours:
@@ -203,8 +203,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trainin
 
 
 def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helpers, tiny_models, tmp_path, monkeypatch):
-    from nested_attention_training import loop
-    from nested_attention_training.session import open_session
+    from nested_attention.training import loop
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     original = loop.plans_for
@@ -225,10 +225,10 @@ def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helper
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(training, sdxl_models, helpers,
                                                                             tiny_models, tmp_path, monkeypatch):
-    from nested_attention_training import loop
-    from nested_attention_training.errors import TrainingDivergedError
-    from nested_attention_training.session import open_session
-    from nested_attention_training.state import load_state
+    from nested_attention.training import loop
+    from nested_attention.training.errors import TrainingDivergedError
+    from nested_attention.training.session import open_session
+    from nested_attention.training.state import load_state
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     original = loop.micro_batch_loss
@@ -253,15 +253,15 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(train
 
 
 def test_init_of_another_family_is_refused(training, sdxl_models, helpers, tiny_models, tmp_path):
-    from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-    from nested_attention_core.layers import sd15_layers
-    from nested_attention_core.weights import save_weights
-    from nested_attention_training.errors import TrainingConfigError
-    from nested_attention_training.session import open_session
+    from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+    from nested_attention.nested_attention_core.families import SD15
+    from nested_attention.nested_attention_core.weights import save_weights
+    from nested_attention.training.errors import TrainingConfigError
+    from nested_attention.training.session import open_session
 
     init = tmp_path / "sd15.safetensors"
     config = EncoderConfig(num_tokens=2, width=32, depth=1, heads=2, dim_head=16, image_feature_dim=32, output_dim=768)
-    save_weights(init, SubjectEncoder(config, sd15_layers()), "sd15")
+    save_weights(init, SubjectEncoder(config, list(SD15.layers)), "sd15")
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     with pytest.raises(TrainingConfigError, match=r"--init .*sd15.safetensors was made for SD1\.5 .*give --init weights "
                                                   r"of its base family .*or leave --init out"):
@@ -269,13 +269,13 @@ def test_init_of_another_family_is_refused(training, sdxl_models, helpers, tiny_
 
 
 def test_init_from_our_own_weights_warm_starts_the_encoder(training, sdxl_models, helpers, tiny_models, tmp_path):
-    from nested_attention_core.weights import load_weights, save_weights
-    from nested_attention_training.session import open_session
+    from nested_attention.nested_attention_core.weights import load_weights, save_weights
+    from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     first = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "a", seed=7), models=sdxl_models)
     init = tmp_path / "init.safetensors"
-    save_weights(init, first.encoder, "context144")
+    save_weights(init, first.encoder, "sdxl_tiny")
     second = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "b", init=str(init)), models=sdxl_models)
     assert second.encoder_source == str(init) and second.encoder.training
     expected = load_weights(init).encoder.state_dict()
@@ -287,14 +287,15 @@ def test_ip_adapter_plus_init_of_another_family_is_refused(training, sdxl_models
     """An IP-Adapter Plus file (here a small SD1.5-layout one) goes through the IP-Adapter import of --init."""
     from safetensors.torch import save_file
 
-    from nested_attention_core.encoder import EncoderConfig, Resampler
-    from nested_attention_core.layers import ip_adapter_order, sd15_layers
-    from nested_attention_training.errors import TrainingConfigError
-    from nested_attention_training.session import open_session
+    from nested_attention.nested_attention_core.encoder import EncoderConfig, Resampler
+    from nested_attention.nested_attention_core.families import SD15
+    from nested_attention.nested_attention_core.layers import ip_adapter_order
+    from nested_attention.training.errors import TrainingConfigError
+    from nested_attention.training.session import open_session
 
     config = EncoderConfig(num_tokens=2, width=64, depth=1, heads=1, dim_head=64, image_feature_dim=32, output_dim=16)
     tensors = {f"image_proj.{k}": v.contiguous() for k, v in Resampler(config).state_dict().items()}
-    for k, layer in enumerate(ip_adapter_order(sd15_layers())):
+    for k, layer in enumerate(ip_adapter_order(list(SD15.layers))):
         for name in ("to_k_ip", "to_v_ip"):
             tensors[f"ip_adapter.{2 * k + 1}.{name}.weight"] = torch.zeros(layer.width, config.output_dim)
     init = tmp_path / "ip-adapter-plus_sd15.safetensors"

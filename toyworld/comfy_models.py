@@ -1,9 +1,11 @@
-"""TOY-WORLD DEMO/TEST models: teaches ComfyUI the sizes of the toy world's base model and CLIP tower.
+"""The toy world's models, taught to ComfyUI and to the pack's family registry (never by the pack).
 
 The toy world (``toyworld/``) trains a whole text-to-image model from scratch on two CPU cores: an
 SD1.5-architecture UNet far narrower than any real one, a TAESD-shaped VAE, a 2-layer CLIP text
 encoder and a small CLIP vision tower. ComfyUI recognises checkpoints by exact widths, so it cannot
-know these sizes by itself. ``register_toy_models()`` (called when the pack is imported) adds:
+know these sizes by itself. ``register_toy_models()`` (called by the toy world's ``load_host`` and
+by the demo/test ComfyUI pack ``toyworld/comfyui_pack``; a user's install of the pack never runs
+it) adds:
 
 * ``ToyWorldSD15``, a config subclass of ComfyUI's ``SD15`` put first in
   ``comfy.supported_models.models``. It matches only the toy UNet's exact widths and depths
@@ -11,9 +13,10 @@ know these sizes by itself. ``register_toy_models()`` (called when the pack is i
 * a CLIP vision recogniser: ComfyUI's ``load_clipvision_from_sd`` runs first; only when it
   returns None (it knows towers by layer count) and the state dict has exactly the layout of a
   registered config (the toy tower's, ``toy_clip_vision.json``) is a ``ClipVisionModel`` built
-  from that config.
+  from that config;
+* ``TOY_FAMILY`` in the pack's model-family registry.
 
-Nothing else in ComfyUI changes; the sizes here are the single source the toy world builds from.
+The tests' tiny models register through the same two helpers (``tiny_models.py``).
 """
 from __future__ import annotations
 
@@ -27,10 +30,14 @@ import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
 
+from ..nested_attention_core.encoder import EncoderConfig
+from ..nested_attention_core.families import ModelFamily, register_family
+from ..nested_attention_core.layers import layer_table
+
 log = logging.getLogger(__name__)
 
 TOY_CLIP_VISION_CONFIG = Path(__file__).resolve().parent / "toy_clip_vision.json"
-_MARK = "_nested_attention_registered"
+_MARK = "_nested_attention_original"  # on our wrapper of the CLIP vision loader: the loader it wraps
 
 # The 2-layer, 64-wide CLIP text encoder of the toy base (full CLIP vocabulary and 77 positions, so
 # ComfyUI's stock SD1 tokenizer drives it).
@@ -61,7 +68,6 @@ class ToyWorldSD15(comfy.supported_models.SD15):
         "model_channels", "context_dim", "use_linear_in_transformer", "adm_in_channels", "use_temporal_attention",
         "num_res_blocks", "channel_mult", "transformer_depth", "transformer_depth_middle")}
     unet_extra_config = {"num_heads": -1, "num_head_channels": 32}
-    _nested_attention_registered = True
 
     def clip_target(self, state_dict={}):
         return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, ToyWorldClipModel)
@@ -84,18 +90,16 @@ def clip_vision_matches(sd, config_path) -> bool:
             and pos is not None and tuple(pos.shape) == (positions, width))
 
 
-_CONFIGS = "_nested_attention_clip_vision_configs"  # the wrapper's list of config paths
+_CLIP_VISION_CONFIGS: list[str] = []  # config paths the wrapped loader recognises
 
 
 def _recognising(original):
-    configs: list[str] = []  # on the wrapper, so that every copy of this module registers into one list
-
     @functools.wraps(original)
     def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
         clip = original(sd, prefix, convert_keys)  # converts ``sd`` in place when asked to
         if clip is not None:
             return clip
-        config = next((c for c in configs if clip_vision_matches(sd, c)), None)
+        config = next((c for c in _CLIP_VISION_CONFIGS if clip_vision_matches(sd, c)), None)
         if config is None:
             return None
         clip = comfy.clip_vision.ClipVisionModel(config)
@@ -107,38 +111,39 @@ def _recognising(original):
         return clip
 
     setattr(load_clipvision_from_sd, _MARK, original)
-    setattr(load_clipvision_from_sd, _CONFIGS, configs)
     return load_clipvision_from_sd
 
 
 def register_clip_vision_config(config_path) -> None:
     """Let ComfyUI's CLIP vision loader build towers of this exact layout (a transformers JSON)."""
-    loader = comfy.clip_vision.load_clipvision_from_sd
-    if getattr(loader, _MARK, None) is None:
-        loader = comfy.clip_vision.load_clipvision_from_sd = _recognising(loader)
-    configs = getattr(loader, _CONFIGS)
-    if str(config_path) not in configs:
-        configs.append(str(config_path))
+    if getattr(comfy.clip_vision.load_clipvision_from_sd, _MARK, None) is None:
+        comfy.clip_vision.load_clipvision_from_sd = _recognising(comfy.clip_vision.load_clipvision_from_sd)
+    if str(config_path) not in _CLIP_VISION_CONFIGS:
+        _CLIP_VISION_CONFIGS.append(str(config_path))
 
 
 def registered_clip_vision_configs() -> list[str]:
-    """The config paths ComfyUI's CLIP vision loader knows (registered by any copy of this module)."""
-    return list(getattr(comfy.clip_vision.load_clipvision_from_sd, _CONFIGS, []))
+    return list(_CLIP_VISION_CONFIGS)
 
 
 def register_model_config(config_class) -> None:
-    """Put a model config class first in ComfyUI's list (once, by class name)."""
-    models = comfy.supported_models.models
-    if not any(m.__name__ == config_class.__name__ and getattr(m, _MARK, False) for m in models):
-        models.insert(0, config_class)
+    """Put a model config class first in ComfyUI's list (once)."""
+    if config_class not in comfy.supported_models.models:
+        comfy.supported_models.models.insert(0, config_class)
 
 
-def registered_model_config(name: str):
-    """The registered config class of that name (whichever copy of this module registered it)."""
-    return next(m for m in comfy.supported_models.models if m.__name__ == name and getattr(m, _MARK, False))
+# The toy UNet's cross-attention layers: one transformer per level, 64 and 128 channels.
+TOY_FAMILY = ModelFamily(
+    "toyworld", "the toy world's base", TOY_TEXT_ENCODER["hidden_size"],
+    tuple(layer_table("input", {1: (1, 64), 3: (1, 128)}) + layer_table("middle", {0: (1, 128)})
+          + layer_table("output", {0: (1, 128), 1: (1, 128), 2: (1, 64), 3: (1, 64)})),
+    encoder=EncoderConfig(num_tokens=8, width=128, depth=2, heads=4, dim_head=32, ff_mult=2, image_feature_dim=64,
+                          output_dim=TOY_TEXT_ENCODER["hidden_size"]),
+    resolution=64)
 
 
 def register_toy_models() -> None:
-    """Idempotent, also across copies of this module loaded under different names."""
+    """Idempotent."""
     register_model_config(ToyWorldSD15)
     register_clip_vision_config(TOY_CLIP_VISION_CONFIG)
+    register_family(TOY_FAMILY)

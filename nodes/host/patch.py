@@ -1,4 +1,4 @@
-"""The one place that knows ComfyUI's ModelPatcher: layer discovery and the attn2 hooks.
+"""Applying a subject to a ComfyUI model: the attn2 hooks and the per-step prompt wrapper.
 
 How a subject reaches the attention at sampling time, without breaking the cond/uncond batch:
 - NestedAttentionTextEncode puts the prompt's words and positions (``PromptWords``) under
@@ -13,17 +13,18 @@ mutated. Chained subjects merge into one patch per layer, so the outer softmax i
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from nested_attention_core import SubjectAttention, add_nested_values
-from nested_attention_core.errors import ModelMismatchError, SubjectWordError
-from nested_attention_core.layers import FAMILY_NAMES, LayerSpec, family_for_context_dim, parse_layer_id
-from nested_attention_core.prompt import PromptWords
+from ...nested_attention_core.attention import SubjectAttention
+from ...nested_attention_core.errors import SubjectWordError
+from ...nested_attention_core.rules import NESTED, rule_named
+from ...nested_attention_core.subject import NestedSubject
+from .model import check_fits_model, model_layers
 
 PROMPT_KEY = "nested_attention_prompt"  # conditioning dict: PromptWords of the encoded prompt
 STEP_KEY = "nested_attention_step"  # transformer options: StepPrompts of the current step
@@ -31,61 +32,37 @@ WORDS_KEY = "nested_attention_words"  # transformer options: the words of the su
 WRAPPER_KEY = "nested_attention"
 POSITIVE = 0  # cond_or_uncond value of positive-prompt chunks
 
-log = logging.getLogger(__name__)
 
+class Binding(Protocol):
+    """What every attn2 patch of ours asks of an applied subject (``apply_binding``).
 
-def attn2_layers(diffusion_model: torch.nn.Module) -> list[LayerSpec]:
-    """Every cross-attention layer of a ComfyUI UNet, in input, middle, output order."""
-    from comfy.ldm.modules.attention import SpatialTransformer
+    ``SubjectBinding`` is the frozen subject of the Apply node; the trainer's binding hands out the
+    live encoder outputs of its batch. ``rule`` names how the subjects change attention
+    (``nested_attention_core.rules``)."""
 
-    groups = [("input", list(diffusion_model.input_blocks))]
-    if getattr(diffusion_model, "middle_block", None) is not None:
-        groups.append(("middle", [diffusion_model.middle_block]))
-    groups.append(("output", list(diffusion_model.output_blocks)))
-    layers = []
-    for block, modules in groups:
-        for block_id, module in enumerate(modules):
-            for sub in module:
-                if not isinstance(sub, SpatialTransformer):
-                    continue
-                for depth, tblock in enumerate(sub.transformer_blocks):
-                    if getattr(tblock, "attn2", None) is not None:
-                        layers.append(LayerSpec(block, block_id, depth, tblock.attn2.to_q.out_features))
-    return layers
+    word: str
+    strength: float
+    rule: str
 
+    def active(self, sigma: float) -> bool: ...
 
-def model_layers(model) -> list[LayerSpec]:
-    return attn2_layers(model.get_model_object("diffusion_model"))
+    def nested_kv(self, layer_id: str, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nested keys/values [1 or rows, m, width] of one layer."""
 
-
-def model_context_dim(model) -> int:
-    return int(model.model.model_config.unet_config.get("context_dim") or 0)
-
-
-def describe_layout(family: str, context_dim: int, n_layers: int) -> str:
-    return f"{FAMILY_NAMES.get(family, family)} ({n_layers} cross-attention layers, context width {context_dim})"
-
-
-def check_fits_model(model, family: str, context_dim: int, layers: list[LayerSpec], what: str) -> None:
-    """Raise ModelMismatchError unless ``layers`` are exactly the model's attn2 layers."""
-    model_dim, theirs = model_context_dim(model), model_layers(model)
-    if context_dim != model_dim or sorted(layers) != sorted(theirs):
-        raise ModelMismatchError(
-            f"{what} was made for {describe_layout(family, context_dim, len(layers))}, but the model is "
-            f"{describe_layout(family_for_context_dim(model_dim), model_dim, len(theirs))}: "
-            f"load Nested Attention weights made for this model's base family")
+    def query_mask(self, grid: tuple[int, int], rows: int, device) -> Optional[torch.Tensor]:
+        """Where the subject acts, [rows, h*w] in [0, 1]; None: everywhere."""
 
 
 @dataclass(frozen=True, eq=False)
 class SubjectBinding:
     """One applied subject: its nested keys/values, word, strength and when/where it acts."""
 
-    subject: object  # nested_attention_core.subject.NestedSubject
+    subject: NestedSubject
     strength: float
     sigma_start: float  # active while sigma_end <= sigma <= sigma_start
     sigma_end: float
     region: torch.Tensor | None = None  # [1 or latent batch, H, W] in [0, 1]
-    rule: object = None  # how the subject changes attention (see apply_binding); None: nested attention
+    rule: str = NESTED  # how the subject changes attention (nested_attention_core.rules)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
@@ -170,7 +147,7 @@ class NestedAttentionPatch:
         step = extra.get(STEP_KEY)
         if step is None:
             return base
-        by_rule = {}  # rule -> [SubjectAttention], in the order of the bindings
+        by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
         for binding in self.bindings:
             if not binding.active(step.sigma):
                 continue
@@ -180,12 +157,11 @@ class NestedAttentionPatch:
                 continue
             nested_keys, nested_values = binding.nested_kv(self.layer_id, q.device, q.dtype)
             query_mask = binding.query_mask(_token_grid(extra, q.shape[1]), q.shape[0], q.device)
-            rule = getattr(binding, "rule", None) or add_nested_values
-            by_rule.setdefault(rule, []).append(
+            by_rule.setdefault(binding.rule, []).append(
                 SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask))
         out = base
         for rule, subjects in by_rule.items():
-            out = rule(out, q, k, v, extra["n_heads"], subjects)
+            out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
         return out
 
 
@@ -227,27 +203,23 @@ def check_subject_words(words: list[str], positive_conds: list[dict]) -> None:
                 f"Put the word in the prompt, or set the subject's word to one of the prompt's words")
 
 
-def apply_subject(model, subject, strength: float, start_at: float, end_at: float, region=None, rule=None):
+def apply_subject(model, subject: NestedSubject, strength: float, start_at: float = 0.0, end_at: float = 1.0,
+                  region=None, rule: str = NESTED):
     """A clone of ``model`` whose cross-attention gives ``subject`` nested values (or applies it by
-    ``rule``, see apply_binding). Chains."""
-    check_fits_model(model, subject.base_family, subject.context_dim, subject_layers(subject),
-                     f"subject {subject.word!r}")
+    the named ``rule``). Chains: apply one subject after another."""
+    rule_named(rule)  # an unknown name fails here, not at the first step
+    check_fits_model(model, subject.base_family, subject.context_dim, subject.layers(), f"subject {subject.word!r}")
     sampling = model.get_model_object("model_sampling")
     binding = SubjectBinding(subject, float(strength), float(sampling.percent_to_sigma(start_at)),
                              float(sampling.percent_to_sigma(end_at)), region, rule)
     return apply_binding(model, binding)
 
 
-def apply_binding(model, binding):
+def apply_binding(model, binding: Binding):
     """A clone of ``model`` with ``binding`` added to every attn2 layer.
 
-    A binding is anything with ``word``, ``strength``, ``active(sigma)``, ``nested_kv(layer_id,
-    device, dtype)`` -> ([1 or rows, m, width] x 2) and ``query_mask(grid, rows, device)``: a frozen
-    ``SubjectBinding`` at inference, live encoder outputs when training. It may also have a ``rule``:
-    ``rule(base, q, k, v, heads, subjects: list[SubjectAttention]) -> out``, how its subjects change
-    the layer's output ``base``; None or absent is nested attention (``add_nested_values``). The
-    active subjects of a layer are grouped by rule, and each group, in the order of the bindings,
-    is applied to the output of the previous one.
+    The active subjects of a layer are grouped by rule, and each group, in the order of the
+    bindings, is applied to the output of the previous one.
     """
     patched = model.clone()
     options = patched.model_options["transformer_options"]
@@ -273,22 +245,3 @@ def _ensure_step_wrapper(model) -> None:
 
     if not model.get_wrappers(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY):
         model.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _step_wrapper)
-
-
-def subject_layers(subject) -> list[LayerSpec]:
-    return [parse_layer_id(layer_id, keys.shape[-1]) for layer_id, (keys, _values) in subject.nested.items()]
-
-
-def prompt_words(clip, text: str) -> tuple[dict, PromptWords]:
-    """Tokenize ``text`` with the host CLIP; return the host tokens and the prompt's words/positions."""
-    tokens = clip.tokenize(text, return_word_ids=True)
-    name = "l" if "l" in tokens else next(iter(tokens))
-    hf_tokenizer = getattr(clip.tokenizer, f"clip_{name}").tokenizer
-    chunks = tokens[name]
-    pairs = [(c * len(chunk) + i, hf_tokenizer.convert_ids_to_tokens(int(token[0])))
-             for c, chunk in enumerate(chunks) for i, token in enumerate(chunk)
-             if token[2] > 0 and isinstance(token[0], int)]  # word id 0: BOS, EOS, padding
-    words = PromptWords.from_bpe(pairs, sum(len(chunk) for chunk in chunks),
-                                 decode=lambda bpe: hf_tokenizer.convert_tokens_to_string([bpe]).strip())
-    stripped = {k: [[t[:2] for t in chunk] for chunk in v] for k, v in tokens.items()}
-    return stripped, words

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from nested_attention_core.encoder import EncoderConfig, SubjectEncoder
-from nested_attention_core.errors import ModelMismatchError, NestedAttentionError
-from nested_attention_core.layers import FAMILY_NAMES, LayerSpec, family_for_context_dim
-from nested_attention_core.weights import load_weights
+from ..nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+from ..nested_attention_core.errors import ModelMismatchError, NestedAttentionError
+from ..nested_attention_core.families import ModelFamily
+from ..nested_attention_core.layers import LayerSpec
+from ..nested_attention_core.weights import load_weights
+from ..nodes import host
 
 from .config import TrainConfig
 from .errors import TrainingConfigError
@@ -36,10 +38,20 @@ class BaseModels:
     clip_vision: object
     checkpoint: Path
     clip_vision_path: Path
-    family: str  # "sd15", "sdxl", or a label such as "context144"
-    context_dim: int
-    layers: list[LayerSpec]
+    model_family: ModelFamily  # with the layers the walk found in this checkpoint
     image_feature_dim: int
+
+    @property
+    def family(self) -> str:
+        return self.model_family.name  # "sd15", "sdxl", ..., or "context<dim>" for an unknown layout
+
+    @property
+    def context_dim(self) -> int:
+        return self.model_family.context_dim
+
+    @property
+    def layers(self) -> list[LayerSpec]:
+        return list(self.model_family.layers)
 
 
 def resolve_model_file(value: str, folders: str | tuple[str, ...], option: str) -> Path:
@@ -60,7 +72,7 @@ def resolve_model_file(value: str, folders: str | tuple[str, ...], option: str) 
                               "give the path of the file")
 
 
-def load_base_models(config: TrainConfig, adapter) -> BaseModels:
+def load_base_models(config: TrainConfig) -> BaseModels:
     """The frozen models. With mixed precision the UNet is loaded in the autocast dtype, so that its
     weights are not cast at every op (an fp16 checkpoint run in bf16 would also lose precision)."""
     import comfy.clip_vision
@@ -94,16 +106,14 @@ def load_base_models(config: TrainConfig, adapter) -> BaseModels:
         module.eval().requires_grad_(False)
     with torch.no_grad():
         probe = clip_vision.encode_image(torch.full((1, 64, 64, 3), 0.5), crop=True)["penultimate_hidden_states"]
-    context_dim = adapter.model_context_dim(patcher)
-    layers = adapter.model_layers(patcher)
-    if not layers:
+    family = host.model_family(patcher)
+    if not family.layers:
         raise TrainingConfigError(f"--checkpoint {checkpoint} has no cross-attention layers to train on")
-    return BaseModels(patcher, clip, vae, clip_vision, checkpoint, clip_vision_path,
-                      family_for_context_dim(context_dim), context_dim, layers, int(probe.shape[-1]))
+    return BaseModels(patcher, clip, vae, clip_vision, checkpoint, clip_vision_path, family, int(probe.shape[-1]))
 
 
 def encoder_config(config: TrainConfig, models: BaseModels) -> EncoderConfig:
-    base = EncoderConfig.for_family(models.family) if models.family in FAMILY_NAMES else EncoderConfig()
+    base = models.model_family.encoder
     sizes = {ours: getattr(config, flag) for flag, ours in ENCODER_FLAGS.items() if getattr(config, flag) is not None}
     values = {**base.__dict__, **sizes, "image_feature_dim": models.image_feature_dim, "output_dim": models.context_dim}
     try:
@@ -112,14 +122,14 @@ def encoder_config(config: TrainConfig, models: BaseModels) -> EncoderConfig:
         raise TrainingConfigError(f"encoder sizes: {err}") from None
 
 
-def build_encoder(config: TrainConfig, models: BaseModels, adapter) -> tuple[SubjectEncoder, str]:
+def build_encoder(config: TrainConfig, models: BaseModels) -> tuple[SubjectEncoder, str]:
     """The trainable encoder (float32, train mode) and where it came from ("new" or the --init file)."""
     if config.init:
-        return _warm_start(config, models, adapter), str(config.init)
+        return _warm_start(config, models), str(config.init)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         encoder = SubjectEncoder(encoder_config(config, models), models.layers)
-    attn2 = attn2_modules(models.patcher.get_model_object("diffusion_model"), models.layers)
+    attn2 = host.attention_modules(models.patcher)
     with torch.no_grad():
         for layer in models.layers:
             projection = encoder.nested_layers[layer.id]
@@ -128,15 +138,15 @@ def build_encoder(config: TrainConfig, models: BaseModels, adapter) -> tuple[Sub
     return encoder.float().train().requires_grad_(True), "new"
 
 
-def _warm_start(config: TrainConfig, models: BaseModels, adapter) -> SubjectEncoder:
+def _warm_start(config: TrainConfig, models: BaseModels) -> SubjectEncoder:
     init = resolve_model_file(config.init, ("nested_attention", "ipadapter"), "--init")
     weights = load_weights(init)
     try:
-        adapter.check_fits_model(models.patcher, weights.base_family, weights.context_dim, weights.layers,
+        host.check_fits_model(models.patcher, weights.base_family, weights.context_dim, weights.layers,
                                  f"--init {init}")
     except ModelMismatchError as err:
         raise TrainingConfigError(f"{err}. --checkpoint is {models.checkpoint}; give --init weights of its base family "
-                                  f"({FAMILY_NAMES.get(models.family, models.family)}), or leave --init out") from None
+                                  f"({models.model_family.display_name}), or leave --init out") from None
     if weights.config.image_feature_dim != models.image_feature_dim:
         raise TrainingConfigError(
             f"--init {init} expects {weights.config.image_feature_dim}-wide CLIP vision features but --clip-vision "
@@ -148,16 +158,3 @@ def _warm_start(config: TrainConfig, models: BaseModels, adapter) -> SubjectEnco
                     weights.config.to_json())
     log.info("warm start from %s", weights.describe())
     return weights.encoder.float().train().requires_grad_(True)
-
-
-def attn2_modules(diffusion_model, layers: list[LayerSpec]) -> dict:
-    """{layer id: the host's attn2 module} for the given layers."""
-    from comfy.ldm.modules.attention import SpatialTransformer
-
-    blocks = {"input": diffusion_model.input_blocks, "output": diffusion_model.output_blocks}
-    out = {}
-    for layer in layers:
-        block = diffusion_model.middle_block if layer.block == "middle" else blocks[layer.block][layer.block_id]
-        transformer = next(m for m in block if isinstance(m, SpatialTransformer))
-        out[layer.id] = transformer.transformer_blocks[layer.depth].attn2
-    return out

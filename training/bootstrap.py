@@ -1,19 +1,18 @@
-"""Find the real ComfyUI, import it first, and import this pack as a package.
+"""Find the real ComfyUI and import it first, in CPU mode when asked: ComfyUI's own path.
 
-ComfyUI is a folder of top-level modules (``nodes``, ``comfy``, ``folder_paths``, ...), and this
-repository has a folder ``nodes/`` of its own. ComfyUI's root therefore always goes FIRST on
-``sys.path``; the repository root is only ever appended, so ``import nodes`` is ComfyUI's.
-The trainer and the test fixtures share this module. Standard library only.
+ComfyUI is a folder of top-level modules (``nodes``, ``comfy``, ``folder_paths``, ...) that must be
+importable before the trainer, the host layer or the tests import anything of ComfyUI. This module
+puts ComfyUI's root FIRST on ``sys.path`` (the pack itself is the installed package
+``nested_attention`` and never on ``sys.path``, so ``import nodes`` is always ComfyUI's). Standard
+library only.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACK_NAME = "nested_attention_pack"
 COMFYUI_ENV = "NESTED_ATTENTION_COMFYUI"
 
 
@@ -54,13 +53,6 @@ def find_comfy_root(comfy_root: str | os.PathLike | None = None, search_pack_loc
     return root
 
 
-def append_repo_root() -> Path:
-    """Make ``nested_attention_core`` importable without letting ``<repo>/nodes`` shadow ComfyUI."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.append(str(REPO_ROOT))
-    return REPO_ROOT
-
-
 def bootstrap_comfy(comfy_root: str | os.PathLike | None = None, cpu: bool = True,
                     search_pack_location: bool = False) -> Path:
     """Put ComfyUI first on ``sys.path`` and switch it to CPU mode before it picks a device.
@@ -90,45 +82,3 @@ def bootstrap_comfy(comfy_root: str | os.PathLike | None = None, cpu: bool = Tru
                 "bootstrap_comfy() first")
         comfy.cli_args.args.cpu = True
     return root
-
-
-def load_pack():
-    """Import the repository root as the package ``nested_attention_pack`` (as ComfyUI would).
-
-    ComfyUI imports a custom-node folder by its ``__init__.py`` with the folder as the package
-    path; this does the same, so the pack's relative imports resolve exactly as in a server.
-    Call ``bootstrap_comfy`` first when ComfyUI is not at the default places.
-    """
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    if "comfy" not in sys.modules:
-        bootstrap_comfy()
-    append_repo_root()
-    init = REPO_ROOT / "__init__.py"
-    if not init.is_file():
-        raise FileNotFoundError(f"the pack has no {init} yet")
-    return load_module_file(PACK_NAME, init, package_dir=REPO_ROOT)
-
-
-def host_adapter():
-    """The pack's ``nodes.host_adapter``: the very module the nodes use at inference."""
-    return load_pack().nodes.host_adapter
-
-
-def load_module_file(name: str, path: str | os.PathLike, package_dir: str | os.PathLike | None = None):
-    """Execute a Python file as module ``name`` (once), e.g. a file given to ``--extra-module``;
-    with ``package_dir``, ``path`` is that package's ``__init__.py`` and its relative imports work."""
-    if name in sys.modules:
-        return sys.modules[name]
-    locations = None if package_dir is None else [str(package_dir)]
-    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=locations)
-    if spec is None:
-        raise HostNotFoundError(f"{path} is not a Python file that can be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module

@@ -1,0 +1,17 @@
+"""The host layer: the one place that knows ComfyUI's ModelPatcher, CLIP and CLIP vision objects.
+
+The nodes, the trainer, the toy world and the benchmarks call these functions and nothing else of
+it: encode a prompt with its word positions, encode reference images, ask what a model is, apply a
+subject (or, for training, any binding) to a model. ``NestedAttentionPatch`` and ``host_attention``
+(one layer's patch, and the host's plain attention it wraps) are public for the benchmarks, which
+time one layer outside a model.
+"""
+from .model import attention_modules, check_fits_model, model_context_dim, model_family, model_layers
+from .patch import (PROMPT_KEY, STEP_KEY, Binding, NestedAttentionPatch, StepPrompts, SubjectBinding, apply_binding,
+                    apply_subject, host_attention)
+from .prompt import encode_prompt, prompt_words
+from .reference import reference_features
+
+__all__ = ["PROMPT_KEY", "STEP_KEY", "Binding", "NestedAttentionPatch", "StepPrompts", "SubjectBinding", "apply_binding",
+           "apply_subject", "attention_modules", "host_attention", "check_fits_model", "encode_prompt", "model_context_dim", "model_family",
+           "model_layers", "prompt_words", "reference_features"]
