@@ -223,7 +223,11 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         prog=prog,
         description="Train Nested Attention weights (a subject encoder and nested key/value projections) on a "
                     "frozen ComfyUI checkpoint; the output loads with the 'Nested Attention Loader' node. Several "
-                    "GPUs: torchrun --nproc_per_node N training/train.py ...")
+                    "GPUs: torchrun --nproc_per_node N training/train.py ...",
+        epilog="Stopping a run: Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes the weights and the "
+               "training state, and stops; continue with --resume latest. Saving can take a while on a large "
+               "model: a second Ctrl-C exits at once without saving (the run then continues from the last state "
+               "written by --save-every).")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(TrainConfig):
         meta, option = f.metadata, f"--{_flag(f.name)}"

@@ -38,7 +38,8 @@ class TrainResult:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second SIGINT interrupts."""
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step. A second SIGINT interrupts at once,
+    without saving: the way out when saving hangs (a full disk, a stuck file system); documented in --help."""
 
     def __init__(self):
         self.requested: Optional[str] = None
@@ -54,9 +55,12 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.requested is not None and signum == signal.SIGINT:
+            log.warning("second SIGINT: exiting without saving; continue from the last saved state with "
+                        "--resume latest")
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        log.warning("%s received: saving the training state after this step, then stopping", self.requested)
+        log.warning("%s received: saving the training state after this step, then stopping (a second Ctrl-C exits "
+                    "at once without saving)", self.requested)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

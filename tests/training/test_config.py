@@ -84,3 +84,12 @@ def test_comfyui_is_found_where_the_pack_is_installed_else_by_flag_or_environmen
     monkeypatch.setattr(comfy_host, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv(comfy_host.COMFYUI_ENV, str(root))
     assert comfy_host.find_comfy_root(search_pack_location=True) == root.resolve()
+
+
+def test_help_says_what_a_second_ctrl_c_does(training):
+    """The first Ctrl-C saves and stops after the step; a second one exits at once without saving: --help says so."""
+    from nested_attention_training.config import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "Ctrl-C" in text and "SIGTERM" in text
+    assert "a second Ctrl-C exits at once without saving" in text
