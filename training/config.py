@@ -227,7 +227,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         epilog="Stopping a run: Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes the weights and the "
                "training state, and stops; continue with --resume latest. Saving can take a while on a large "
                "model: a second Ctrl-C exits at once without saving (the run then continues from the last state "
-               "written by --save-every).")
+               "written by --save-every). One --output holds one run at a time (a lock file, "
+               "<output>/.train.lock): a second run into it stops at once, naming the PID that holds it.")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(TrainConfig):
         meta, option = f.metadata, f"--{_flag(f.name)}"

@@ -22,6 +22,7 @@ from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
 from .logbook import Logbook
 from .optim import clip_gradients
+from .outputlock import hold_output
 from .samples import render_grid, sample_prompts
 from .session import TrainingSession
 from .state import (capture_rng, check_compatible, latest_state, load_state, prune_states, restore_rng, save_state,
@@ -149,6 +150,13 @@ def save(session: TrainingSession, step: int, epoch: int, final: bool = False) -
 
 
 def train(session: TrainingSession) -> TrainResult:
+    """Train to --max-steps (or a stop signal), holding the output folder for the whole run: a second run into
+    the same --output stops at once (outputlock.py)."""
+    with hold_output(session.config.output_dir, session.dist, session.device):
+        return run(session)
+
+
+def run(session: TrainingSession) -> TrainResult:
     cfg, dist = session.config, session.dist
     events: list = []
     seed_everything(cfg.seed, dist.rank)

@@ -84,7 +84,7 @@ def restore_rng(state: dict) -> None:
 def save_state(path: Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
     try:
         torch.save({"version": STATE_VERSION, **payload}, tmp)
         os.replace(tmp, path)
