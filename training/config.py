@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -149,6 +150,10 @@ class TrainConfig:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")
         if self.resolution is not None and self.resolution % 8:
             raise TrainingConfigError(f"--resolution must be a multiple of 8 (the VAE's factor), got {self.resolution}")
+        for f in fields(self):  # NaN passes every comparison below, and --lr inf trains to NaN weights
+            value = getattr(self, f.name)
+            if _value_type(f) is float and isinstance(value, (int, float)) and not math.isfinite(value):
+                raise TrainingConfigError(f"--{_flag(f.name)} must be a finite number, got {value!r}")
         for name in ("lr", "weight_decay", "max_grad_norm", "background_loss_weight", "sample_cfg"):
             if getattr(self, name) < 0:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")

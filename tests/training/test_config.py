@@ -93,3 +93,21 @@ def test_help_says_what_a_second_ctrl_c_does(training):
     text = " ".join(build_parser().format_help().split())
     assert "Ctrl-C" in text and "SIGTERM" in text
     assert "a second Ctrl-C exits at once without saving" in text
+
+
+@pytest.mark.parametrize("name, value", [
+    ("lr", float("inf")), ("lr", float("nan")), ("lr", -1e-4), ("weight_decay", float("nan")),
+    ("max_grad_norm", float("inf")), ("background_loss_weight", float("nan")), ("sample_cfg", float("inf")),
+    ("drop_text", float("nan")),
+])
+def test_float_flags_must_be_finite(training, helpers, tiny_models, name, value):
+    """--lr inf used to train (and write NaN weights); a NaN slipped through every '< 0' check."""
+    from nested_attention_training.config import config_from_argv
+    from nested_attention_training.errors import TrainingConfigError
+
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(TrainingConfigError, match=rf"{flag} must be "):
+        helpers.tiny_config(tiny_models, "data", "out", **{name: value})
+    args = helpers.cli_args(tiny_models, "comfy", "data", "out") + [flag, str(value)]
+    with pytest.raises(TrainingConfigError, match=rf"{flag} must be "):
+        config_from_argv(args)
