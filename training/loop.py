@@ -26,7 +26,7 @@ from .batch import assemble, plan_row
 from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
 from .logbook import Logbook
-from .optim import clip_gradients
+from .optim import apply_hyperparameters, clip_gradients
 from .outputlock import hold_output
 from .samples import render_grid, sample_prompts
 from .session import TrainingSession
@@ -148,7 +148,9 @@ def resume(session: TrainingSession, logbook_events: list) -> int:
     session.encoder.load_state_dict(state["encoder"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
-    session.scaler.load_state_dict(state["scaler"])
+    apply_hyperparameters(session.optimizer, session.scheduler, cfg)  # a changed --lr etc. applies, as announced
+    if state["scaler"]:  # empty when written without fp16 gradient scaling: a --precision fp16 resume starts fresh
+        session.scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"])
     logbook_events.append(("resume", {"state": str(path), "step": state["step"]}))
     log.info("resumed %s at step %d", path, state["step"])

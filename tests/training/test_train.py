@@ -346,3 +346,50 @@ def test_a_huge_lr_keeps_no_state_made_by_the_blow_up(training, sdxl_models, hel
     diverged_at = int(re.search(r"at step (\d+)", message).group(1))
     assert all(step < diverged_at - 1 for step in states) or "parameters became" in message
     print(lr, message)
+
+
+def test_changed_optimizer_flags_on_resume_are_applied_as_announced(training, sdxl_models, helpers, tiny_models,
+                                                                     tmp_path, caplog):
+    """The warning says 'the run continues with the new values'; the loaded optimizer and scheduler states used
+    to keep the old --lr and --weight-decay (and the old schedule for the first resumed step)."""
+    import logging
+
+    from nested_attention_training import loop
+    from nested_attention_training.optim import warmup_cosine
+    from nested_attention_training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=2, lr=1e-3, weight_decay=0.01,
+                                                warmup_steps=0), models=sdxl_models))
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=4, lr=2e-4, weight_decay=0.1,
+                                               warmup_steps=3, resume="latest"), models=sdxl_models)
+    caplog.set_level(logging.WARNING, logger="nested_attention_training")
+    assert loop.resume(session, []) == 2
+    factor = warmup_cosine(3, 4)
+    group = session.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(2e-4 * factor(2), rel=1e-12) and group["weight_decay"] == 0.1
+    assert session.scheduler.base_lrs == [2e-4] and group["initial_lr"] == 2e-4
+    assert "--lr" in caplog.text and "the run continues with the new values" in caplog.text
+    used = []
+    original_step = session.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(session.optimizer.param_groups[0]["lr"])
+        return original_step(*args, **kwargs)
+
+    session.optimizer.step = recording_step
+    loop.run(session)
+    assert used == pytest.approx([2e-4 * factor(2), 2e-4 * factor(3)], rel=1e-12)
+
+
+def test_a_changed_init_on_resume_is_said_to_be_unused(training, caplog):
+    """--init only builds a new encoder; a resumed run takes the encoder from the state, whatever --init says."""
+    import logging
+
+    from nested_attention_training.state import check_compatible
+
+    caplog.set_level(logging.WARNING, logger="nested_attention_training")
+    check_compatible("s.pt", {"identity": {}, "config": json.dumps({"init": None, "lr": 1.0})},
+                     json.dumps({"init": "ip-adapter.bin", "lr": 1.0}), {})
+    assert "--init is not used when resuming" in caplog.text and "continues with the new values" not in caplog.text
