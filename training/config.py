@@ -75,8 +75,9 @@ class TrainConfig:
                                         "training image itself (a reconstruction check).",
                           group="data", choices=REFERENCES)
     augment_views: int = flag(4, help="Augmented crops per image, for subjects with a single image.", group="data")
-    skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word "
-                                               "(default: stop with an error naming the file).", group="data")
+    skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word, "
+                                               "and images under 16 pixels on the shorter side (default: stop with "
+                                               "an error naming the file).", group="data")
     background_loss_weight: float = flag(1.0, help="Loss weight outside the subject mask, for images that have "
                                                    "one (1 = masks only blank the reference background).",
                                          group="data")

@@ -18,7 +18,7 @@ from nested_attention_core.weights import layers_to_json, save_weights
 from .cache import FeatureCache, file_identity
 from .comfy_host import host_adapter, load_module_file
 from .config import TrainConfig
-from .data import TrainingData, scan_data_folder
+from .data import TrainingData, describe_subjects, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
 from .method import NESTED
@@ -85,6 +85,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
 
     data = scan_data_folder(config.data, word_matcher(adapter, models.clip), config.words_path, config.default_word,
                             config.skip_bad_captions)
+    describe_subjects(data, config.reference, config.augment_views)
     encoders = HostEncoders(models.clip, models.vae, models.clip_vision, adapter.prompt_words)
     checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)
     cache = FeatureCache(config.cache_path, config.cache_memory_mb << 20)
