@@ -5,7 +5,10 @@ A key hashes the kind of feature, a format version, the identity of the model fi
 the content it is made from (sha256 of the image and mask bytes, the caption text, the resolution
 or crop). When any input changes the key changes, so stale entries are never read; they only take
 space (delete the folder to reclaim it). Files are written atomically (temp file + rename), so
-several processes may fill one cache at once. A damaged entry is recomputed. Entries read or
+several processes may fill one cache at once. Every entry carries a checksum in its metadata (sha256 of
+its key, tensors and metadata), verified on every read from the folder: an entry that does not match
+(damaged, finite garbage behind a valid header, another entry's file copied over it) is logged with its
+file name, computed again and rewritten. Entries read or
 written are also kept in memory, up to ``memory_bytes``, so that an epoch over a small data set
 reads no file at all.
 """
@@ -25,7 +28,8 @@ from ..nested_attention_core.weights import write_safetensors
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the way a feature is computed changes
+CACHE_VERSION = 2  # bump when the way a feature is computed or stored changes (2: entries carry a checksum)
+CHECKSUM_KEY = "sha256"  # metadata entry of every cache file
 _IDENTITY_BYTES = 1 << 20
 
 
@@ -44,6 +48,17 @@ def file_identity(path) -> str:
 
 def feature_key(kind: str, *parts) -> str:
     return hashlib.sha256(json.dumps([CACHE_VERSION, kind, *parts], sort_keys=True).encode()).hexdigest()
+
+
+def entry_checksum(key: str, tensors: dict, metadata: dict) -> str:
+    """sha256 of an entry's key, its tensors (name, dtype, shape, bytes) and its metadata (but the checksum)."""
+    digest = hashlib.sha256(key.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 class FeatureCache:
@@ -84,6 +99,13 @@ class FeatureCache:
             log.warning("feature cache entry %s is damaged (%s); computing it again", path, err)
             self.stats[f"{kind}_misses"] += 1
             return None
+        stored = metadata.pop(CHECKSUM_KEY, None)
+        if stored != entry_checksum(key, tensors, metadata):
+            log.warning("feature cache entry %s does not match its checksum (%s); computing it again and rewriting "
+                        "it", path, "it has none" if stored is None else "damaged, or another entry's file")
+            self.stats[f"{kind}_bad_checksums"] += 1
+            self.stats[f"{kind}_misses"] += 1
+            return None
         self.stats[f"{kind}_hits"] += 1
         self._remember(kind, key, tensors, metadata)
         return tensors, metadata
@@ -94,7 +116,7 @@ class FeatureCache:
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        write_safetensors(path, tensors, metadata)
+        write_safetensors(path, tensors, {**metadata, CHECKSUM_KEY: entry_checksum(key, tensors, metadata)})
         self.stats[f"{kind}_writes"] += 1
         self._remember(kind, key, tensors, metadata)
 

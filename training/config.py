@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -73,8 +74,9 @@ class TrainConfig:
                                         "training image itself (a reconstruction check).",
                           group="data", choices=REFERENCES)
     augment_views: int = flag(4, help="Augmented crops per image, for subjects with a single image.", group="data")
-    skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word "
-                                               "(default: stop with an error naming the file).", group="data")
+    skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word, "
+                                               "and images under 16 pixels on the shorter side (default: stop with "
+                                               "an error naming the file).", group="data")
     background_loss_weight: float = flag(1.0, help="Loss weight outside the subject mask, for images that have "
                                                    "one (1 = masks only blank the reference background).",
                                          group="data")
@@ -148,6 +150,10 @@ class TrainConfig:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")
         if self.resolution is not None and self.resolution % 8:
             raise TrainingConfigError(f"--resolution must be a multiple of 8 (the VAE's factor), got {self.resolution}")
+        for f in fields(self):  # NaN passes every comparison below, and --lr inf trains to NaN weights
+            value = getattr(self, f.name)
+            if _value_type(f) is float and isinstance(value, (int, float)) and not math.isfinite(value):
+                raise TrainingConfigError(f"--{_flag(f.name)} must be a finite number, got {value!r}")
         for name in ("lr", "weight_decay", "max_grad_norm", "background_loss_weight", "sample_cfg"):
             if getattr(self, name) < 0:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")
@@ -222,7 +228,12 @@ def build_parser(prog: str = "nested-attention-train") -> argparse.ArgumentParse
         prog=prog,
         description="Train Nested Attention weights (a subject encoder and nested key/value projections) on a "
                     "frozen ComfyUI checkpoint; the output loads with the 'Nested Attention Loader' node. Several "
-                    "GPUs: torchrun --nproc_per_node N -m nested_attention.training ...")
+                    "GPUs: torchrun --nproc_per_node N -m nested_attention.training ...",
+        epilog="Stopping a run: Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes the weights and the "
+               "training state, and stops; continue with --resume latest. Saving can take a while on a large "
+               "model: a second Ctrl-C exits at once without saving (the run then continues from the last state "
+               "written by --save-every). One --output holds one run at a time (a lock file, "
+               "<output>/.train.lock): a second run into it stops at once, naming the PID that holds it.")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(TrainConfig):
         meta, option = f.metadata, f"--{_flag(f.name)}"

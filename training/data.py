@@ -10,10 +10,13 @@ Layout (one sub-folder per subject; see README "Train your own weights")::
         masks/001.png        optional subject mask (white = subject), any size
       rex/ ...
 
-Unreadable images are skipped and counted; a caption without the subject's word is an error naming
-the file (or skipped with ``--skip-bad-captions``). The reference of a training image is another image
-of the same subject when there is one, else one of a few augmented crops of itself. Pixels are
-``[1, H, W, 3]`` float tensors in [0, 1], as ComfyUI's IMAGE.
+Unreadable images are skipped and counted; a caption without the subject's word, or an image smaller
+than ``MIN_IMAGE_SIDE`` on its shorter side, is an error naming the file (or skipped with
+``--skip-bad-captions``). Subject folders without usable images are named in a warning. The reference
+of a training image is another image of the same subject when there is one, else one of a few
+augmented crops of itself (``describe_subjects`` logs which, per subject). Every mode PIL reads becomes
+8-bit RGB (``to_rgb``): 16-bit scaled by 65535, 32-bit and float by their range, transparency over
+white. Pixels are ``[1, H, W, 3]`` float tensors in [0, 1], as ComfyUI's IMAGE.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MASK_FOLDER = "masks"
 WORDS_FILE = "subjects.json"
 AUGMENT_MIN_SCALE = 0.6  # an augmented reference crop keeps 60-100% of the shorter side
+MIN_IMAGE_SIDE = 16  # pixels on the shorter side; smaller images are refused (a 1x1 crop is empty)
 LAYOUT_HINT = ("expected one sub-folder per subject holding images (.png/.jpg/.jpeg/.webp/.bmp) with "
                "same-named .txt captions, e.g. data/alice/001.jpg + data/alice/001.txt")
 
@@ -70,6 +74,7 @@ class TrainingData:
     unreadable: tuple[Skipped, ...] = ()
     bad_captions: tuple[Skipped, ...] = ()
     root: Path = field(default=Path("."))
+    too_small: tuple[Skipped, ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -81,8 +86,11 @@ class TrainingData:
         return {"event": "data", "folder": str(self.root), "images": len(self.images),
                 "subjects": len(self.subjects), "words": self.words(),
                 "skipped_unreadable": len(self.unreadable), "skipped_bad_captions": len(self.bad_captions),
+                "skipped_too_small": len(self.too_small),
                 "unreadable_files": [str(s.path) for s in self.unreadable],
-                "bad_caption_files": [str(s.path) for s in self.bad_captions]}
+                "bad_caption_files": [str(s.path) for s in self.bad_captions],
+                "too_small_files": [str(s.path) for s in self.too_small],
+                "subject_images": {name: len(indices) for name, indices in self.subjects.items()}}
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,12 @@ def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: O
     unknown = sorted(set(words) - {p.name for p in subject_dirs})
     if unknown:
         log.warning("%s names subjects without a folder in %s: %s", words_file, root, unknown)
-    images, subjects, unreadable, bad_captions = [], {}, [], []
+    images, subjects, unreadable, bad_captions, too_small = [], {}, [], [], []
     for subject_dir in subject_dirs:
         files = sorted(p for p in subject_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
+            log.warning("subject folder %s has no images (%s): it is not trained on", subject_dir,
+                        "/".join(IMAGE_SUFFIXES))
             continue
         word = _subject_word(subject_dir, words, default_word, words_file)
         indices = []
@@ -119,6 +129,15 @@ def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: O
             except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
                 log.warning("skipping unreadable image %s (%s)", path, err)
                 unreadable.append(Skipped(path, f"{type(err).__name__}: {err}"))
+                continue
+            if min(size) < MIN_IMAGE_SIDE:
+                problem = (f"image {path} is {size[0]}x{size[1]} pixels, below the minimum of {MIN_IMAGE_SIDE} pixels "
+                           "on the shorter side")
+                if not skip_bad_captions:
+                    raise TrainingDataError(f"{problem}; replace it with a larger image or remove it, or pass "
+                                            "--skip-bad-captions to skip such images")
+                log.warning("skipping %s", problem)
+                too_small.append(Skipped(path, problem))
                 continue
             problem, caption = _caption_problem(path, word, has_word)
             if problem:
@@ -135,14 +154,32 @@ def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: O
                                      size, mask_path, mask_digest))
         if indices:
             subjects[subject_dir.name] = tuple(indices)
+        else:
+            log.warning("subject folder %s has no usable images (%d skipped, see above): it is not trained on",
+                        subject_dir, len(files))
     if not images:
-        skipped = len(unreadable) + len(bad_captions)
+        skipped = len(unreadable) + len(bad_captions) + len(too_small)
         detail = f" ({skipped} image(s) skipped as unreadable or with bad captions)" if skipped else ""
         top_level = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES][:3]
         hint = f"; images directly in {root} ({', '.join(top_level)}) are not used: move them into a subject folder" \
             if top_level else ""
         raise TrainingDataError(f"data folder {root} has no usable training images{detail}: {LAYOUT_HINT}{hint}")
-    return TrainingData(tuple(images), subjects, tuple(unreadable), tuple(bad_captions), root)
+    return TrainingData(tuple(images), subjects, tuple(unreadable), tuple(bad_captions), root, tuple(too_small))
+
+
+def describe_subjects(data: TrainingData, reference: str, views: int) -> None:
+    """Log per subject how many images it has and what its references are (other images, or augmented crops)."""
+    for name, indices in data.subjects.items():
+        count = len(indices)
+        if reference == "self":
+            references = "each image itself (--reference self)"
+        elif count > 1:
+            references = "its other images"
+        else:
+            references = (f"{views} augmented crops of that image (--augment-views), as it is the subject's only "
+                          "image: add more images of it for a better subject encoder")
+        log.info("subject %s (word %r): %d image%s; references: %s", name, data.images[indices[0]].word, count,
+                 "s" if count != 1 else "", references)
 
 
 def _read_words(words_file: Optional[Path]) -> dict[str, str]:
@@ -214,16 +251,37 @@ def read_image_bytes(data: bytes) -> Image.Image:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    image = read_image_bytes(Path(path).read_bytes())
-    if image.mode in ("RGBA", "LA", "P"):
+    return to_rgb(read_image_bytes(Path(path).read_bytes()))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode PIL reads as 8-bit RGB; transparency (alpha or a transparent colour) composited over white."""
+    image = to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Grayscale of more than 8 bits as 8-bit L, scaled rather than clipped (PIL's convert clips at 255, so a
+    16-bit image became white): 16-bit (I;16*) by 65535; 32-bit integers (I) by 65535 when they fit in 16
+    bits, else by their range; floats (F) as they are when within [0, 1], else by their range. Other modes
+    are returned as they are."""
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        array = array / 65535.0
+    elif not (image.mode == "F" and low >= 0 and high <= 1):
+        array = (array - low) / max(high - low, 1e-12)
+    return Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8), "L")
+
+
 def load_mask(path: Path, size: tuple[int, int]) -> Image.Image:
-    mask = read_image_bytes(Path(path).read_bytes())
+    mask = to_8bit(read_image_bytes(Path(path).read_bytes()))
     mask = mask.getchannel("A") if mask.mode in ("RGBA", "LA") and _alpha_is_mask(mask) else mask.convert("L")
     return mask if mask.size == size else mask.resize(size, Image.BILINEAR)
 

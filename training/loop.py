@@ -1,14 +1,19 @@
 """The training loop: micro-batches, accumulation, clipping, the optimizer step, and what a step leaves.
 
 One optimizer step = ``grad_accum`` micro-batches per process; gradients averaged over processes;
-clipped; AdamW; the schedule. Every ``save_every`` steps (and at the end, on SIGINT/SIGTERM, and on a
-non-finite loss) rank 0 writes the weights and the whole training state; every ``sample_every`` steps
-a sample grid. A NaN/inf loss stops the run with ``TrainingDivergedError`` after saving the state as
-it was before that step (the parameters are untouched by it).
+clipped; AdamW; the schedule. Every ``save_every`` steps (and at the end, and on SIGINT/SIGTERM) rank 0
+writes the weights and the whole training state; every ``sample_every`` steps a sample grid. A NaN or
+infinite loss, gradient norm or parameter stops the run with ``TrainingDivergedError``. Nothing is saved
+then: the parameters that made a NaN loss or gradient are not good, however finite (a too large step
+leaves them at 1e30, and the NaN only shows one step later); a state written from them is renamed
+``*.diverged``, and the error names the newest good state left. No state with non-finite parameters is
+ever written.
 """
 from __future__ import annotations
 
 import logging
+import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -21,7 +26,8 @@ from .batch import assemble, plan_row
 from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
 from .logbook import Logbook
-from .optim import clip_gradients
+from .optim import apply_hyperparameters, clip_gradients
+from .outputlock import hold_output
 from .samples import render_grid, sample_prompts
 from .session import TrainingSession
 from .state import (capture_rng, check_compatible, latest_state, load_state, prune_states, restore_rng, save_state,
@@ -38,7 +44,8 @@ class TrainResult:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second SIGINT interrupts."""
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step. A second SIGINT interrupts at once,
+    without saving: the way out when saving hangs (a full disk, a stuck file system); documented in --help."""
 
     def __init__(self):
         self.requested: Optional[str] = None
@@ -54,9 +61,12 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.requested is not None and signum == signal.SIGINT:
+            log.warning("second SIGINT: exiting without saving; continue from the last saved state with "
+                        "--resume latest")
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        log.warning("%s received: saving the training state after this step, then stopping", self.requested)
+        log.warning("%s received: saving the training state after this step, then stopping (a second Ctrl-C exits "
+                    "at once without saving)", self.requested)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -83,7 +93,16 @@ def micro_batch_loss(session: TrainingSession, plans) -> torch.Tensor:
 
 
 def optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, int, bool]:
-    """One optimizer step; returns (mean loss over processes, grad norm, epoch, finite)."""
+    """One optimizer step; returns (mean loss over processes, grad norm, epoch, finite): ``checked_optimizer_step``
+    with its problem reduced to "none"."""
+    loss, grad_norm, epoch, problem = checked_optimizer_step(session, step)
+    return loss, grad_norm, epoch, problem is None
+
+
+def checked_optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, int, Optional[str]]:
+    """One optimizer step; returns (mean loss over processes, grad norm, epoch, problem). ``problem`` is None for
+    a sound step; "loss" or "gradients": they became NaN or infinite, from the parameters as they were, which
+    are left unchanged; "parameters": the update itself made them NaN or infinite (from finite gradients)."""
     cfg, params = session.config, session.parameters
     session.optimizer.zero_grad(set_to_none=True)
     total, finite, epoch = torch.zeros((), device=session.device), True, 0
@@ -95,17 +114,27 @@ def optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, i
             session.scaler.scale(loss / cfg.grad_accum).backward()
         total += loss.detach() / cfg.grad_accum
     if any_rank(not finite, session.dist, session.device):
-        return float("nan"), float("nan"), epoch, False
+        return float("nan"), float("nan"), epoch, "loss"
     for p in params:  # a parameter without gradient steps with zeros (moments decay), on every rank alike
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     average_gradients(params, session.dist)
     session.scaler.unscale_(session.optimizer)
     grad_norm = clip_gradients(params, cfg.max_grad_norm)
+    mean_loss = float(all_mean(total, session.dist))
+    # fp16 gradient scaling skips a step with non-finite gradients by itself (and lowers its scale)
+    if not session.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
+        return mean_loss, float(grad_norm), epoch, "gradients"
     session.scaler.step(session.optimizer)
     session.scaler.update()
     session.scheduler.step()
-    return float(all_mean(total, session.dist)), float(grad_norm), epoch, True
+    if any_rank(not parameters_finite(params), session.dist, session.device):
+        return mean_loss, float(grad_norm), epoch, "parameters"
+    return mean_loss, float(grad_norm), epoch, None
+
+
+def parameters_finite(parameters) -> bool:
+    return bool(torch.stack([p.detach().abs().amax() for p in parameters]).isfinite().all())
 
 
 def resume(session: TrainingSession, logbook_events: list) -> int:
@@ -119,7 +148,9 @@ def resume(session: TrainingSession, logbook_events: list) -> int:
     session.encoder.load_state_dict(state["encoder"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
-    session.scaler.load_state_dict(state["scaler"])
+    apply_hyperparameters(session.optimizer, session.scheduler, cfg)  # a changed --lr etc. applies, as announced
+    if state["scaler"]:  # empty when written without fp16 gradient scaling: a --precision fp16 resume starts fresh
+        session.scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"])
     logbook_events.append(("resume", {"state": str(path), "step": state["step"]}))
     log.info("resumed %s at step %d", path, state["step"])
@@ -129,6 +160,9 @@ def resume(session: TrainingSession, logbook_events: list) -> int:
 def save(session: TrainingSession, step: int, epoch: int, final: bool = False) -> Optional[Path]:
     """Rank 0 writes the weights (step-numbered, or the final name) and the training state."""
     cfg = session.config
+    if not parameters_finite(session.encoder.parameters()):  # never a state or weights that cannot be used
+        raise TrainingDivergedError(f"the encoder's parameters are NaN or infinite at step {step}: nothing was "
+                                    f"saved; continue from the last state in {cfg.states_dir} with a lower --lr")
     if session.dist.is_main:
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         weights = cfg.output_dir / (f"{cfg.name}.safetensors" if final else f"{cfg.name}-step{step:07d}.safetensors")
@@ -144,7 +178,48 @@ def save(session: TrainingSession, step: int, epoch: int, final: bool = False) -
     return weights if session.dist.is_main else None
 
 
+def diverged(session: TrainingSession, step: int, problem: str, logbook: Logbook) -> TrainingDivergedError:
+    """The error of a run whose ``problem`` (loss, gradients, parameters) became NaN or infinite in step
+    ``step + 1``. The parameters after step ``step`` made a NaN loss or gradient: a state written at that step
+    is renamed ``*.diverged`` (so --resume latest skips it, and so do the weights loaders), and the newest state
+    left, made before and followed by a sound step, is named. A NaN update (parameters) came from finite
+    gradients: the states already written are sound."""
+    cfg = session.config
+    set_aside = []
+    if session.dist.is_main and problem in ("loss", "gradients") and step > 0:
+        for path in (state_path(cfg.states_dir, step), cfg.output_dir / f"{cfg.name}-step{step:07d}.safetensors"):
+            if path.is_file():
+                os.replace(path, path.with_name(path.name + ".diverged"))
+                set_aside.append(path.name)
+    barrier(session.dist)
+    kept = latest_state(cfg.states_dir)
+    what = {"loss": "the loss became NaN or infinite", "gradients": "the gradients became NaN or infinite",
+            "parameters": "the parameters became NaN or infinite (from finite gradients: the step was too large)"}
+    message = f"training diverged: {what[problem]} at step {step + 1}"
+    if set_aside:
+        message += (f"; {' and '.join(set_aside)}, written after step {step}, led to it and "
+                    f"{'were' if len(set_aside) > 1 else 'was'} renamed *.diverged")
+    if kept is not None:
+        message += (f"; the newest good state is {kept}: continue from it with --resume {kept} and a lower --lr "
+                    "(e.g. a tenth), or --precision bf16 or fp32, or check the data")
+    else:
+        hint = "; --save-every K writes one every K steps" if not cfg.save_every else ""
+        message += (f"; no good training state was kept ({cfg.states_dir} has none from before the divergence"
+                    f"{hint}): start again with a lower --lr (e.g. a tenth), or --precision bf16 or fp32, or check "
+                    "the data")
+    logbook.event("diverged", step=step + 1, problem=problem, kept=str(kept) if kept else None,
+                  set_aside=set_aside)
+    return TrainingDivergedError(message)
+
+
 def train(session: TrainingSession) -> TrainResult:
+    """Train to --max-steps (or a stop signal), holding the output folder for the whole run: a second run into
+    the same --output stops at once (outputlock.py)."""
+    with hold_output(session.config.output_dir, session.dist, session.device):
+        return run(session)
+
+
+def run(session: TrainingSession) -> TrainResult:
     cfg, dist = session.config, session.dist
     events: list = []
     seed_everything(cfg.seed, dist.rank)
@@ -167,14 +242,9 @@ def train(session: TrainingSession) -> TrainResult:
             while step < cfg.max_steps:
                 session.denoiser.load()
                 started = time.perf_counter()
-                loss, grad_norm, epoch, finite = optimizer_step(session, step)
-                if not finite:
-                    weights = save(session, step, epoch) if step > 0 else None
-                    logbook.event("diverged", step=step + 1, saved_step=step)
-                    raise TrainingDivergedError(
-                        f"the loss became NaN or infinite at step {step + 1}; the state after step {step} was kept "
-                        f"in {cfg.states_dir}. Lower --lr, use --precision bf16 or fp32, or check the data, then "
-                        "continue with --resume latest")
+                loss, grad_norm, epoch, problem = checked_optimizer_step(session, step)
+                if problem is not None:
+                    raise diverged(session, step, problem, logbook)
                 step += 1
                 elapsed = time.perf_counter() - started
                 lr = session.scheduler.get_last_lr()[0]

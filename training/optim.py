@@ -31,6 +31,19 @@ def make_scheduler(optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.L
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps))
 
 
+def apply_hyperparameters(optimizer, scheduler, config: TrainConfig) -> None:
+    """Put --lr, --weight-decay and the schedule of ``config`` into an optimizer and scheduler whose states were
+    loaded from a training state (those hold the values of the run that wrote it, which would win otherwise).
+    With unchanged values this sets exactly what the states hold (the scheduler's own formula)."""
+    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+    scheduler.lr_lambdas = [warmup_cosine(config.warmup_steps, config.max_steps) for _ in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * factor(scheduler.last_epoch)
+        group["weight_decay"] = config.weight_decay
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+
+
 def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     """Clip to ``max_norm`` (0 = no clipping); returns the global norm before clipping."""
     params = [p for p in parameters if p.grad is not None]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def render_grid(session, prompts: list[SamplePrompt], path: Path) -> Path:
             tiles.append(torch.cat(row, dim=1))  # [H, 3W, 3]
     grid = torch.cat(tiles, dim=0).clamp(0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(tmp, format="PNG")
     tmp.replace(path)
     return path

@@ -19,7 +19,7 @@ from .cache import FeatureCache, file_identity
 from .. import load_module_file
 from ..nodes import host
 from .config import TrainConfig
-from .data import TrainingData, scan_data_folder
+from .data import TrainingData, describe_subjects, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
 from .method import NESTED
@@ -84,6 +84,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
 
     data = scan_data_folder(config.data, word_matcher(models.clip), config.words_path, config.default_word,
                             config.skip_bad_captions)
+    describe_subjects(data, config.reference, config.augment_views)
     encoders = HostEncoders(models.clip, models.vae, models.clip_vision)
     checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)
     cache = FeatureCache(config.cache_path, config.cache_memory_mb << 20)

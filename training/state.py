@@ -84,7 +84,7 @@ def restore_rng(state: dict) -> None:
 def save_state(path: Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
     try:
         torch.save({"version": STATE_VERSION, **payload}, tmp)
         os.replace(tmp, path)
@@ -123,6 +123,9 @@ def check_compatible(path: Path, state: dict, config_json: str, identity: dict) 
     if structural:
         raise ResumeError(f"--resume {path}: {', '.join('--' + k.replace('_', '-') for k in structural)} differ from "
                           "the run that wrote it; resume with the same values, or start a new --output")
-    if changed:
+    if "init" in changed:  # only builds a new encoder; a resumed one comes from the state
+        log.warning("resuming %s: --init is not used when resuming (the encoder's weights come from the state)", path)
+    applied = [k for k in changed if k != "init"]
+    if applied:  # each of them is read from the config again, or set into the loaded optimizer (loop.resume)
         log.warning("resuming %s with changed %s; the run continues with the new values", path,
-                    ", ".join("--" + k.replace("_", "-") for k in changed))
+                    ", ".join("--" + k.replace("_", "-") for k in applied))

@@ -86,3 +86,30 @@ def test_comfyui_is_found_where_the_pack_is_installed_else_by_flag_or_environmen
     monkeypatch.setattr(comfy_host, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv(comfy_host.COMFYUI_ENV, str(root))
     assert comfy_host.find_comfy_root(search_pack_location=True) == root.resolve()
+
+
+def test_help_says_what_a_second_ctrl_c_does(training):
+    """The first Ctrl-C saves and stops after the step; a second one exits at once without saving: --help says so."""
+    from nested_attention.training.config import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "Ctrl-C" in text and "SIGTERM" in text
+    assert "a second Ctrl-C exits at once without saving" in text
+
+
+@pytest.mark.parametrize("name, value", [
+    ("lr", float("inf")), ("lr", float("nan")), ("lr", -1e-4), ("weight_decay", float("nan")),
+    ("max_grad_norm", float("inf")), ("background_loss_weight", float("nan")), ("sample_cfg", float("inf")),
+    ("drop_text", float("nan")),
+])
+def test_float_flags_must_be_finite(training, helpers, tiny_models, name, value):
+    """--lr inf used to train (and write NaN weights); a NaN slipped through every '< 0' check."""
+    from nested_attention.training.config import config_from_argv
+    from nested_attention.training.errors import TrainingConfigError
+
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(TrainingConfigError, match=rf"{flag} must be "):
+        helpers.tiny_config(tiny_models, "data", "out", **{name: value})
+    args = helpers.cli_args(tiny_models, "comfy", "data", "out") + [flag, str(value)]
+    with pytest.raises(TrainingConfigError, match=rf"{flag} must be "):
+        config_from_argv(args)

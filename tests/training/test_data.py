@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -175,3 +176,78 @@ def test_cache_keys_follow_the_content(training, helpers, tmp_path, has_word):
     before = file_identity(path)
     path.write_bytes(b"x" * 2_999_999 + b"y")
     assert file_identity(path) != before
+
+
+def _gray_ramp(width=32, height=16):
+    return np.linspace(0, 1, width * height).reshape(height, width)
+
+
+def test_every_image_mode_becomes_the_right_rgb(training, tmp_path):
+    """16-bit PNGs (I;16), 32-bit and float images (I, F) used to be clipped to white; alpha goes over white."""
+    from nested_attention.training.data import load_mask, load_rgb
+
+    gray = _gray_ramp()
+    expected = (gray * 255).round()
+    files = {
+        "i16.png": Image.fromarray((gray * 65535).round().astype(np.uint16)),  # opens as I;16
+        "i32.tif": Image.fromarray((gray * 65535).round().astype(np.int32)),  # I
+        "float01.tif": Image.fromarray(gray.astype(np.float32)),  # F in [0, 1]
+        "float_range.tif": Image.fromarray((gray * 3000 - 1000).astype(np.float32)),  # F by its range
+        "l.png": Image.fromarray(expected.astype(np.uint8)),
+        "p.png": Image.fromarray(expected.astype(np.uint8)).convert("P"),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        rgb = np.asarray(load_rgb(tmp_path / name), dtype=np.float64)
+        assert rgb.shape == (16, 32, 3), name
+        assert np.abs(rgb - expected[..., None]).max() <= 1, name
+
+    half = np.zeros((16, 32), dtype=np.uint8)
+    half[:, 16:] = 255  # left transparent, right opaque
+    red = Image.new("RGB", (32, 16), (200, 20, 20))
+    transparent = {"rgba.png": Image.merge("RGBA", (*red.split(), Image.fromarray(half))),
+                   "la.png": Image.merge("LA", (Image.new("L", (32, 16), 40), Image.fromarray(half)))}
+    for name, image in transparent.items():
+        image.save(tmp_path / name)
+        rgb = np.asarray(load_rgb(tmp_path / name))
+        assert (rgb[:, :16] == 255).all(), name  # composited over white
+        assert (rgb[:, 16:] == (200, 20, 20) if name == "rgba.png" else rgb[:, 16:] == 40).all(), name
+    Image.new("CMYK", (32, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    r, g, b = np.asarray(load_rgb(tmp_path / "cmyk.jpg"), dtype=np.float64).mean((0, 1))
+    assert r > 200 and g < 60 and b < 60  # red
+    Image.fromarray(half > 0).save(tmp_path / "bits.png")  # mode 1
+    assert (np.asarray(load_rgb(tmp_path / "bits.png"))[:, :16] == 0).all()
+
+    mask16 = (half.astype(np.uint16) * 257)  # a 16-bit mask: left background, right subject
+    Image.fromarray(mask16).save(tmp_path / "mask16.png")
+    mask = np.asarray(load_mask(tmp_path / "mask16.png", (32, 16)))
+    assert (mask[:, :16] == 0).all() and (mask[:, 16:] == 255).all()
+
+
+def test_too_small_images_are_refused_or_skipped_and_subjects_are_reported(helpers, tmp_path, has_word, caplog):
+    """A 1x1 image as a subject's only image crashed in the reference crop; an empty subject folder was ignored
+    silently; a single image trained on augmented crops of itself without a word about it."""
+    import logging
+
+    from nested_attention.training.errors import TrainingDataError
+
+    data = helpers.make_data(tmp_path / "data", {"many": 2, "single": 1, "tiny": 1})
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(data / "tiny" / "000.png")
+    (data / "empty").mkdir()
+    with pytest.raises(TrainingDataError, match=r"image .*tiny/000\.png is 1x1 pixels, below the minimum of 16 "
+                                                r"pixels on the shorter side; .*pass --skip-bad-captions"):
+        scan(data, has_word, default_word="person")
+
+    caplog.set_level(logging.INFO, logger="nested_attention.training")
+    found = scan(data, has_word, default_word="person", skip_bad_captions=True)
+    assert sorted(found.subjects) == ["many", "single"]
+    assert found.summary()["skipped_too_small"] == 1 and found.summary()["subject_images"] == {"many": 2, "single": 1}
+    assert re.search(r"subject folder .*/empty has no images .*not trained on", caplog.text), caplog.text
+    assert re.search(r"subject folder .*/tiny has no usable images \(1 skipped.*not trained on", caplog.text)
+    caplog.clear()
+    from nested_attention.training.data import describe_subjects
+
+    describe_subjects(found, "other", 4)
+    assert re.search(r"subject many \(word 'person'\): 2 images; references: its other images", caplog.text)
+    assert re.search(r"subject single \(word 'person'\): 1 image; references: 4 augmented crops of that image",
+                     caplog.text)

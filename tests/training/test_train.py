@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -225,10 +226,11 @@ def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helper
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(training, sdxl_models, helpers,
                                                                             tiny_models, tmp_path, monkeypatch):
+    """A NaN loss at step 3 comes from the parameters after step 2: their state is set aside, step 1's named."""
     from nested_attention.training import loop
     from nested_attention.training.errors import TrainingDivergedError
     from nested_attention.training.session import open_session
-    from nested_attention.training.state import load_state
+    from nested_attention.training.state import latest_state, load_state
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     original = loop.micro_batch_loss
@@ -241,14 +243,16 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(train
 
     monkeypatch.setattr(loop, "micro_batch_loss", nan_at_third_step)
     out = tmp_path / "out"
-    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=10), models=sdxl_models)
-    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at step 3; the state after step 2 was kept .*"
-                                                    r"Lower --lr"):
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=10, save_every=1), models=sdxl_models)
+    with pytest.raises(TrainingDivergedError, match=r"the loss became NaN or infinite at step 3; state-0000002\.pt "
+                                                    r"and .*-step0000002\.safetensors, written after step 2, led to it "
+                                                    r"and were renamed \*\.diverged; the newest good state is "
+                                                    r".*state-0000001\.pt: continue from it with --resume .*lower --lr"):
         loop.train(session)
-    state = load_state(out / "states" / "state-0000002.pt")
-    assert state["step"] == 2
-    assert all(torch.isfinite(t).all() for t in state["encoder"].values())
-    assert all(torch.equal(state["encoder"][k], v) for k, v in session.encoder.state_dict().items())
+    assert latest_state(out / "states") == out / "states" / "state-0000001.pt"
+    assert (out / "states" / "state-0000002.pt.diverged").is_file()
+    state = load_state(out / "states" / "state-0000001.pt")
+    assert state["step"] == 1 and all(torch.isfinite(t).all() for t in state["encoder"].values())
     assert read_log(out / "train_log.jsonl")[-1]["event"] == "diverged"
 
 
@@ -304,3 +308,89 @@ def test_ip_adapter_plus_init_of_another_family_is_refused(training, sdxl_models
     with pytest.raises(TrainingConfigError, match=r"--init .*ip-adapter-plus_sd15.safetensors was made for SD1\.5 "
                                                   r"\(16 cross-attention layers.*or leave --init out"):
         open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", init=str(init)), models=sdxl_models)
+
+
+def _resumable_states(states_dir) -> dict:
+    from nested_attention.training.state import list_states, load_state
+
+    return {step: load_state(path)["encoder"] for step, path in list_states(states_dir)}
+
+
+@pytest.mark.parametrize("lr", [1e3, 1e30, float("inf")])
+def test_a_huge_lr_keeps_no_state_made_by_the_blow_up(training, sdxl_models, helpers, tiny_models, tmp_path, lr):
+    """Too large a step blows the parameters up (to 1e30, or NaN through NaN gradients) before the loss shows it.
+    No resumable state may be one that produced a NaN loss or gradient, or hold non-finite parameters; the
+    error names the newest good one (or says there is none). lr inf (refused by the config since) is set on the
+    optimizer directly."""
+    from nested_attention.training import loop
+    from nested_attention.training.errors import TrainingDivergedError
+    from nested_attention.training.session import open_session
+    from nested_attention.training.state import latest_state
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=8, save_every=1, cache=False,
+                                               lr=min(lr, 1.0)), models=sdxl_models)
+    session.scheduler.base_lrs = [lr]
+    session.optimizer.param_groups[0]["lr"] = lr
+    with pytest.raises(TrainingDivergedError) as caught:
+        loop.train(session)
+    message = str(caught.value)
+    states = _resumable_states(out / "states")
+    for step, encoder in states.items():
+        assert all(torch.isfinite(t).all() and t.abs().max() < 1e6 for t in encoder.values()), step
+    kept = latest_state(out / "states")
+    if kept is None:
+        assert "no good training state was kept" in message, message
+    else:
+        assert f"the newest good state is {kept}" in message and f"--resume {kept}" in message, message
+    diverged_at = int(re.search(r"at step (\d+)", message).group(1))
+    assert all(step < diverged_at - 1 for step in states) or "parameters became" in message
+    print(lr, message)
+
+
+def test_changed_optimizer_flags_on_resume_are_applied_as_announced(training, sdxl_models, helpers, tiny_models,
+                                                                     tmp_path, caplog):
+    """The warning says 'the run continues with the new values'; the loaded optimizer and scheduler states used
+    to keep the old --lr and --weight-decay (and the old schedule for the first resumed step)."""
+    import logging
+
+    from nested_attention.training import loop
+    from nested_attention.training.optim import warmup_cosine
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=2, lr=1e-3, weight_decay=0.01,
+                                                warmup_steps=0), models=sdxl_models))
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=4, lr=2e-4, weight_decay=0.1,
+                                               warmup_steps=3, resume="latest"), models=sdxl_models)
+    caplog.set_level(logging.WARNING, logger="nested_attention.training")
+    assert loop.resume(session, []) == 2
+    factor = warmup_cosine(3, 4)
+    group = session.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(2e-4 * factor(2), rel=1e-12) and group["weight_decay"] == 0.1
+    assert session.scheduler.base_lrs == [2e-4] and group["initial_lr"] == 2e-4
+    assert "--lr" in caplog.text and "the run continues with the new values" in caplog.text
+    used = []
+    original_step = session.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(session.optimizer.param_groups[0]["lr"])
+        return original_step(*args, **kwargs)
+
+    session.optimizer.step = recording_step
+    loop.run(session)
+    assert used == pytest.approx([2e-4 * factor(2), 2e-4 * factor(3)], rel=1e-12)
+
+
+def test_a_changed_init_on_resume_is_said_to_be_unused(training, caplog):
+    """--init only builds a new encoder; a resumed run takes the encoder from the state, whatever --init says."""
+    import logging
+
+    from nested_attention.training.state import check_compatible
+
+    caplog.set_level(logging.WARNING, logger="nested_attention.training")
+    check_compatible("s.pt", {"identity": {}, "config": json.dumps({"init": None, "lr": 1.0})},
+                     json.dumps({"init": "ip-adapter.bin", "lr": 1.0}), {})
+    assert "--init is not used when resuming" in caplog.text and "continues with the new values" not in caplog.text
