@@ -19,3 +19,7 @@ class SubjectWordError(NestedAttentionError):
 
 class ReferenceImageError(NestedAttentionError):
     """A reference image or mask cannot be used as given."""
+
+
+class RegionMaskError(NestedAttentionError):
+    """A region mask (where a subject acts in the image) does not fit the images being sampled."""

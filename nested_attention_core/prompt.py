@@ -1,12 +1,21 @@
 """Where the subject word sits in a tokenized prompt.
 
-A prompt is kept as the words it was tokenized into, each with its context positions (chunk * 77 +
-position, so prompts longer than one 77-token chunk work). A CLIP BPE token that ends a word carries
-the ``</w>`` marker, so the tokens of a prompt group into words without the tokenizer at hand; a word
-of several BPE tokens ("gorgonzola" -> "gor", "gon", "zola</w>") owns all of their positions.
+A prompt is kept as the pieces CLIP's tokenizer cut it into, each with its context positions (chunk
+* 77 + position, so prompts longer than one 77-token chunk work). CLIP first splits text into pieces
+(runs of letters, single digits, runs of other symbols, contractions such as 's) and then BPE-encodes
+each piece; the last BPE token of a piece carries the ``</w>`` marker, so the tokens of a prompt
+group into pieces without the tokenizer at hand, and a piece of several BPE tokens ("gorgonzola" ->
+"gor", "gon", "zola</w>") owns all of their positions.
+
+A subject word is cut into pieces by the same rule (``word_pieces``) and found as that run of pieces
+in the prompt: ``sks_dog``, ``dog2``, ``t-shirt``, ``dog's``, ``35mm`` or ``<dog1>`` match wherever
+the prompt holds exactly that text, and never inside another word (``sksdog`` does not hold ``sks``).
+A word typed with punctuation around it that the prompt does not have (``dog,`` in "a dog on grass")
+matches without it (``trimmed_pieces``); the host says so in its log.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +23,8 @@ import torch
 from .errors import SubjectWordError
 
 WORD_END = "</w>"
+# CLIP's pre-tokenizer: contractions, runs of letters, single digits, runs of other symbols.
+_PIECES = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,22 @@ class PromptWords:
         return " ".join(word for word, _ in self.words)
 
     def occurrences(self, word: str) -> list[tuple[int, ...]]:
-        """The context positions of each occurrence of ``word`` (one or more words, matched whole,
-        as ``normalize_word`` gives them)."""
-        target = normalize_word(word).split()
+        """The context positions of each occurrence of ``word`` as typed, else of its
+        ``trimmed_pieces`` (the word without surrounding punctuation)."""
+        pieces = word_pieces(word)
+        found = self._occurrences(pieces)
+        if not found and trimmed_pieces(pieces) not in ((), pieces):
+            found = self._occurrences(trimmed_pieces(pieces))
+        return found
+
+    def holds_as_typed(self, word: str) -> bool:
+        return bool(self._occurrences(word_pieces(word)))
+
+    def _occurrences(self, pieces: tuple[str, ...]) -> list[tuple[int, ...]]:
         texts = [w for w, _ in self.words]
-        return [tuple(p for _, positions in self.words[start:start + len(target)] for p in positions)
-                for start in range(len(texts) - len(target) + 1) if texts[start:start + len(target)] == target]
+        n = len(pieces)
+        return [tuple(p for _, positions in self.words[start:start + n] for p in positions)
+                for start in range(len(texts) - n + 1) if n and tuple(texts[start:start + n]) == pieces]
 
     def positions(self, word: str) -> list[int]:
         """Context positions of every occurrence of ``word``."""
@@ -69,6 +90,17 @@ class PromptWords:
             offsets = torch.arange(0, length, self.length)
             mask[(positions[None, :] + offsets[:, None]).flatten()] = True
         return mask
+
+
+def word_pieces(word: str) -> tuple[str, ...]:
+    """The pieces CLIP's tokenizer cuts ``word`` into (lower case)."""
+    return tuple(_PIECES.findall(normalize_word(word)))
+
+
+def trimmed_pieces(pieces: tuple[str, ...]) -> tuple[str, ...]:
+    """``pieces`` without the pieces of punctuation at either end."""
+    keep = [i for i, piece in enumerate(pieces) if any(c.isalnum() for c in piece)]
+    return pieces[keep[0]:keep[-1] + 1] if keep else ()
 
 
 def normalize_word(word: str) -> str:

@@ -22,6 +22,9 @@ def prepare_reference_images(images: torch.Tensor, mask: torch.Tensor | None = N
         raise ReferenceImageError(
             f"reference image has shape {tuple(images.shape)}; expected an IMAGE batch [B, H, W, C] with 1 to 4 "
             f"channels: connect a Load Image node (or any node giving IMAGE)")
+    if not bool(images.isfinite().all()):
+        raise ReferenceImageError("the reference image holds NaN or infinite pixel values (a broken image or a node "
+                                  "upstream that divided by zero): give an image with values in [0, 1]")
     images = images.float().clamp(0, 1)
     channels = images.shape[-1]
     color = images[..., :3] if channels >= 3 else images[..., :1].expand(*images.shape[:-1], 3)
@@ -41,6 +44,8 @@ def apply_subject_mask(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
         raise ReferenceImageError(
             f"reference mask has shape {tuple(mask.shape)} for {images.shape[0]} reference image(s): give one mask "
             f"for all images or one per image (MASK [B, H, W])")
+    if not bool(mask.isfinite().all()):
+        raise ReferenceImageError("the reference mask holds NaN or infinite values: give a mask with values in [0, 1]")
     mask = mask.float().clamp(0, 1)
     if mask.shape[-2:] != images.shape[1:3]:
         mask = F.interpolate(mask[:, None], size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]

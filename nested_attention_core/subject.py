@@ -20,7 +20,7 @@ from .encoder import Progress, SubjectEncoder
 from .errors import NestedAttentionError, ReferenceImageError, WeightsFormatError
 from .layers import LayerSpec, parse_layer_id
 from .prompt import normalize_word
-from .weights import (PathLike, check_tensor_layout, check_version, layers_from_json, layers_to_json,
+from .weights import (PathLike, check_finite, check_tensor_layout, check_version, layers_from_json, layers_to_json,
                       metadata_int, read_safetensors, require_metadata, write_safetensors)
 
 SUBJECT_FORMAT = "nested_attention_subject"
@@ -34,6 +34,7 @@ class NestedSubject:
     nested: dict[str, tuple[Tensor, Tensor]]  # layer id -> (nested keys, nested values) [M, width]
     base_family: str
     context_dim: int
+    source: str = ""  # where it was made, for messages: the weights file, or the subject file
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "word", normalize_word(self.word))
@@ -78,13 +79,16 @@ class NestedSubject:
         nested = {i: (move(k), move(v)) for i, (k, v) in self.nested.items()}
         return replace(self, tokens=tokens, nested=nested)
 
+    def describe(self) -> str:
+        return f"subject {self.word!r}" + (f" (from {self.source})" if self.source else "")
+
     def __repr__(self) -> str:
         return (f"NestedSubject(word={self.word!r}, tokens={self.num_tokens}, layers={len(self.nested)}, "
                 f"base_family={self.base_family!r}, context_dim={self.context_dim})")
 
 
 def encode_subject(encoder: SubjectEncoder, image_features: Tensor, word: str, base_family: str,
-                   progress: Optional[Progress] = None) -> NestedSubject:
+                   progress: Optional[Progress] = None, source: str = "") -> NestedSubject:
     """Reference-image features [B, T, F] -> subject with M = B*N tokens and all nested keys/values."""
     if not isinstance(image_features, Tensor) or image_features.ndim != 3 or image_features.shape[0] == 0:
         shape = tuple(image_features.shape) if isinstance(image_features, Tensor) else type(image_features).__name__
@@ -95,7 +99,7 @@ def encode_subject(encoder: SubjectEncoder, image_features: Tensor, word: str, b
         tokens = encoder.encode(image_features.to(device=param.device, dtype=param.dtype))  # [B, N, C]
         tokens = rearrange(tokens, "b n c -> (b n) c")  # [M, C]
         nested = encoder.nested_keys_values(tokens, progress)
-    return NestedSubject(word, tokens, nested, base_family, encoder.config.output_dim)
+    return NestedSubject(word, tokens, nested, base_family, encoder.config.output_dim, source)
 
 
 def save_subject(path: PathLike, subject: NestedSubject) -> None:
@@ -104,7 +108,7 @@ def save_subject(path: PathLike, subject: NestedSubject) -> None:
         tensors[f"nested.{layer_id}.keys"] = k.detach().contiguous()
         tensors[f"nested.{layer_id}.values"] = v.detach().contiguous()
     metadata = {"format": SUBJECT_FORMAT, "format_version": "1", "word": subject.word,
-                "base_family": subject.base_family, "context_dim": str(subject.context_dim),
+                "base_family": subject.base_family, "context_dim": str(subject.context_dim), "source": subject.source,
                 "layers": layers_to_json(subject.layers())}
     write_safetensors(path, tensors, metadata)
 
@@ -131,9 +135,12 @@ def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu") -> Ne
         expected[f"nested.{layer.id}.keys"] = (m, layer.width)
         expected[f"nested.{layer.id}.values"] = (m, layer.width)
     check_tensor_layout(path, expected, tensors, "the file is incomplete or was edited; " + SUBJECT_FIX)
+    check_finite(path, tensors, "encode the subject again from its reference images")
     nested = {layer.id: (tensors[f"nested.{layer.id}.keys"].to(device),
                          tensors[f"nested.{layer.id}.values"].to(device)) for layer in layers}
     try:
-        return NestedSubject(metadata["word"], tokens.to(device), nested, metadata["base_family"], context_dim)
+        made_from = f", encoded from {metadata['source']}" if metadata.get("source") else ""
+        return NestedSubject(metadata["word"], tokens.to(device), nested, metadata["base_family"], context_dim,
+                             f"subject file {path.name}{made_from}")
     except NestedAttentionError as err:
         raise WeightsFormatError(f"{path}: {err}; {SUBJECT_FIX}") from None

@@ -58,6 +58,7 @@ class NestedAttentionWeights:
     encoder: SubjectEncoder
     base_family: str  # "sd15" | "sdxl" | any label of a custom layout
     source_format: str  # "nested_attention" | "ip_adapter_plus"
+    path: str = ""  # the file it was read from
 
     @property
     def config(self) -> EncoderConfig:
@@ -168,8 +169,10 @@ def _from_nested_attention(path: Path, tensors: dict[str, Tensor], metadata: dic
     expected = {_file_key(k): tuple(t.shape) for k, t in encoder.state_dict().items()}
     check_tensor_layout(path, expected, tensors, "the file is incomplete or was edited; re-save it "
                         "with save_weights or download it again")
+    check_finite(path, tensors, "the weights were saved from a diverged training run: use an earlier save "
+                 "(training keeps step-numbered files) or train again with a lower --lr")
     _load_into(encoder, {_module_key(k): t for k, t in tensors.items()}, device)
-    return NestedAttentionWeights(encoder, base_family, FORMAT)
+    return NestedAttentionWeights(encoder, base_family, FORMAT, str(path))
 
 
 def _skeleton(path: Path, config: EncoderConfig, layers: list[LayerSpec]) -> SubjectEncoder:
@@ -238,8 +241,9 @@ def _from_ip_adapter(path: Path, tensors: dict[str, Tensor], device) -> NestedAt
                 state[f"nested_layers.{layer.id}.{ours}.weight"] = tensors[key]
     check_tensor_layout(path, expected, tensors, "it is not a complete IP-Adapter Plus file for "
                         f"{family.display_name}; download it again")
+    check_finite(path, tensors, "the file is damaged: download it again")
     _load_into(encoder, state, device)
-    return NestedAttentionWeights(encoder, family.name, "ip_adapter_plus")
+    return NestedAttentionWeights(encoder, family.name, "ip_adapter_plus", str(path))
 
 
 def ip_adapter_file_family(path: PathLike, count: int, output_dim: int):
@@ -376,6 +380,13 @@ def check_tensor_layout(path: Path, expected: dict[str, tuple[int, ...]], tensor
             problems.append(f"tensor {key} has dtype {t.dtype}, expected a floating dtype")
     if problems:
         raise WeightsFormatError(f"{path}: {'; '.join(_few(problems, 3))}; {fix}")
+
+
+def check_finite(path: Path, tensors: dict[str, Tensor], fix: str) -> None:
+    """Every floating tensor finite, else a WeightsFormatError naming the file and the first bad tensors."""
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise WeightsFormatError(f"{path}: tensors {_few(bad)} hold NaN or infinite values; {fix}")
 
 
 def _few(items: list, n: int = 4) -> list:

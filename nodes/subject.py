@@ -1,4 +1,6 @@
 """NestedAttentionSubject: reference images -> subject tokens -> every layer's nested keys/values."""
+import os
+
 import comfy.utils
 import torch
 from comfy_api.latest import io
@@ -41,5 +43,6 @@ class NestedAttentionSubject(io.ComfyNode):
         with torch.inference_mode():
             subject = encode_subject(nested_attention.encoder, features,
                                      word, nested_attention.base_family,
-                                     progress=lambda done, total: progress.update_absolute(done, total))
+                                     progress=lambda done, total: progress.update_absolute(done, total),
+                                     source=f"weights {os.path.basename(nested_attention.path)}")
         return io.NodeOutput(subject)

@@ -30,7 +30,7 @@ class LiveNested:
         return self  # shared by every clone of the patched model, like the encoder it reflects
 
 
-SUBJECT_WORD = "nested_attention_training_subject"  # the binding's word; no caption holds it
+SUBJECT_WORD = "nestedattentiontrainingsubject"  # the binding's word: one piece for the tokenizer; no caption holds it
 
 
 class TrainingBinding:
@@ -53,8 +53,8 @@ class TrainingBinding:
         keys, values = self.live.current[layer_id]
         return keys.to(device=device, dtype=dtype), values.to(device=device, dtype=dtype)
 
-    def query_mask(self, grid, rows: int, device):
-        return None
+    def query_mask(self, grid, areas, latent_batch: int, latent_size, device):
+        return None  # training images have no region
 
 
 def subject_only(words: PromptWords, word: str) -> PromptWords:

@@ -58,12 +58,12 @@ class Denoiser:
         return {key: per_row[0][key].concat([row[key] for row in per_row[1:]]) for key in per_row[0]}
 
     def transformer_options(self, batch: Batch, with_subject: bool) -> dict:
-        options = dict(self.patched.model_options["transformer_options"] if with_subject
-                       else self.plain.model_options["transformer_options"])
         uuids = [f"row{i}" for i in range(len(batch))]
-        options.update(cond_or_uncond=[0] * len(batch), uuids=uuids, sigmas=batch.sigma)
         prompts = {uuid: p for uuid, p in zip(uuids, batch.prompts) if p is not None} if with_subject else {}
-        options[host.STEP_KEY] = host.StepPrompts(prompts, float(batch.sigma.max()))
+        step = host.StepPrompts(prompts, float(batch.sigma.max()), latent_size=tuple(batch.x_noisy.shape[-2:]))
+        model = self.patched if with_subject else self.plain
+        options = host.step_transformer_options(model.model_options["transformer_options"], step)
+        options.update(cond_or_uncond=[0] * len(batch), uuids=uuids, sigmas=batch.sigma)
         return options
 
     def denoise(self, batch: Batch, nested: dict | None, autocast_dtype=None) -> torch.Tensor:

@@ -2,16 +2,20 @@
 
 The nodes, the trainer, the toy world and the benchmarks call these functions and nothing else of
 it: encode a prompt with its word positions, encode reference images, ask what a model is, apply a
-subject (or, for training, any binding) to a model. ``NestedAttentionPatch`` and ``host_attention``
-(one layer's patch, and the host's plain attention it wraps) are public for the benchmarks, which
-time one layer outside a model.
+subject (or, for training, any binding) to a model, and (the trainer, which calls the UNet without
+a sampler) build one step's transformer options. ``NestedAttentionPatch`` and ``host_attention`` (one
+layer's patch, and the host's plain attention it wraps) are public for the benchmarks, which time one
+layer outside a model.
 """
+from .binding import Binding, SubjectBinding
 from .model import attention_modules, check_fits_model, model_context_dim, model_family, model_layers
-from .patch import (PROMPT_KEY, STEP_KEY, Binding, NestedAttentionPatch, StepPrompts, SubjectBinding, apply_binding,
-                    apply_subject, host_attention)
+from .patch import (NestedAttentionPatch, applied_subjects, apply_binding, apply_subject, host_attention,
+                    step_transformer_options)
 from .prompt import encode_prompt, prompt_words
 from .reference import reference_features
+from .step import PROMPT_KEY, STEP_KEY, StepPrompts
 
-__all__ = ["PROMPT_KEY", "STEP_KEY", "Binding", "NestedAttentionPatch", "StepPrompts", "SubjectBinding", "apply_binding",
-           "apply_subject", "attention_modules", "host_attention", "check_fits_model", "encode_prompt", "model_context_dim", "model_family",
-           "model_layers", "prompt_words", "reference_features"]
+__all__ = ["PROMPT_KEY", "STEP_KEY", "Binding", "NestedAttentionPatch", "StepPrompts", "SubjectBinding",
+           "applied_subjects", "apply_binding", "apply_subject", "attention_modules", "check_fits_model",
+           "encode_prompt", "host_attention", "model_context_dim", "model_family", "model_layers", "prompt_words",
+           "reference_features", "step_transformer_options"]

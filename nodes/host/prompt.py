@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...nested_attention_core.prompt import PromptWords
-from .patch import PROMPT_KEY
+from .step import PROMPT_KEY
 
 
 def prompt_words(clip, text: str) -> tuple[dict, PromptWords]:

@@ -48,28 +48,21 @@ def sample(nodes, model, positive, negative, cfg=5.0, batch=1, seed=7):
     return nodes.common_ksampler(model, seed, STEPS, cfg, "euler", "normal", positive, negative, latent)[0]["samples"]
 
 
-class Recorder:
-    """attn2 replace installed on top of ours: records each call's rows and the host's plain output."""
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every call of our layer patch: (cond_or_uncond, its output, the host's plain attention, text length)."""
+    import comfy.ldm.modules.attention as attention
 
-    def __init__(self, inner, attention, calls):
-        self.inner, self.attention, self.calls = inner, attention, calls
+    calls, patch_call = [], host_patch.NestedAttentionPatch.__call__
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, q, k, v, extra):
-        out = self.inner(q, k, v, extra)
-        plain = self.attention.optimized_attention(q, k, v, extra["n_heads"])
-        self.calls.append((list(extra["cond_or_uncond"]), out, plain, k.shape[1]))
+    def spy(self, q, k, v, extra):
+        out = patch_call(self, q, k, v, extra)
+        calls.append((list(extra["cond_or_uncond"]), out, attention.optimized_attention(q, k, v, extra["n_heads"]),
+                      k.shape[1]))
         return out
 
-
-def record(adapter, model, attention):
-    calls, spied = [], model.clone()
-    replaces = spied.model_options["transformer_options"]["patches_replace"]["attn2"]
-    for layer in adapter.model_layers(model):
-        spied.set_model_attn2_replace(Recorder(replaces[layer.key], attention, calls), *layer.key)
-    return spied, calls
+    monkeypatch.setattr(host_patch.NestedAttentionPatch, "__call__", spy)
+    return calls
 
 
 def test_subject_changes_the_image_and_leaves_the_upstream_model_alone(env, loaded):
@@ -94,14 +87,14 @@ def test_window_excluding_every_step_is_bit_equal(env, loaded):
     assert torch.equal(sample(nodes, model, positive, negative), sample(nodes, idle, positive, negative))
 
 
-def test_only_positive_rows_with_the_word_change(env, loaded):
+def test_only_positive_rows_with_the_word_change(env, loaded, recorded):
     adapter, nodes, attention = env
     _, model, clip = loaded
     positive = encode(clip, "a person and a dog")
     negative = encode(clip, "an ugly person")  # the word in the negative prompt must not matter
     patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
-    spied, calls = record(adapter, patched, attention)
-    sample(nodes, spied, positive, negative, batch=3)
+    calls = recorded
+    sample(nodes, patched, positive, negative, batch=3)
     assert calls and all(sorted(c[0]) == [0, 1] for c in calls)  # one batched call per layer: cond + uncond
     changed = 0
     for cond_or_uncond, out, plain, _ in calls:
@@ -122,56 +115,16 @@ def test_two_chained_subjects(env, loaded):
     person = adapter.apply_subject(model, random_subject(adapter, model, "person", seed=1), 1.0, 0.0, 1.0)
     both = adapter.apply_subject(person, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
     dog = adapter.apply_subject(model, random_subject(adapter, model, "dog", seed=2), 0.8, 0.0, 1.0)
-    layer = adapter.model_layers(model)[0].key
-    assert [b.word for b in person.model_options["transformer_options"]["patches_replace"]["attn2"][layer].bindings] == ["person"]
-    assert [b.word for b in both.model_options["transformer_options"]["patches_replace"]["attn2"][layer].bindings] == ["person", "dog"]
+    assert adapter.applied_subjects(person).words == ("person",)
+    assert adapter.applied_subjects(both).words == ("person", "dog")
+    assert adapter.applied_subjects(model) is None  # the upstream model is left alone
     results = [sample(nodes, m, positive, negative) for m in (person, dog, both)]
     assert (results[2] - results[0]).abs().max() > 1e-3 and (results[2] - results[1]).abs().max() > 1e-3
     with pytest.raises(SubjectWordError, match="'dog' is already bound"):
         adapter.apply_subject(both, random_subject(adapter, model, "dog", seed=3), 1.0, 0.0, 1.0)
 
 
-def test_foreign_attn2_replace_keeps_working_alongside(env, loaded):
-    adapter, nodes, attention = env
-    _, model, clip = loaded
-    term = 0.125
-    calls = []
-
-    class Foreign:  # another pack's attn2 replace: the plain attention plus a known term
-        def __call__(self, q, k, v, extra):
-            calls.append(1)
-            return attention.optimized_attention(q, k, v, extra["n_heads"]) + term
-
-    layers = adapter.model_layers(model)
-    foreign_model = model.clone()
-    for i, layer in enumerate(layers):  # both key forms the host looks up: (block, id, depth) and (block, id)
-        key = layer.key if i % 2 else layer.key[:2]
-        foreign_model.set_model_attn2_replace(Foreign(), *key)
-    subject = random_subject(adapter, model, "person")
-    both = adapter.apply_subject(foreign_model, subject, 1.0, 0.0, 1.0)
-    ours = adapter.apply_subject(model, subject, 1.0, 0.0, 1.0)
-    patch_both = both.model_options["transformer_options"]["patches_replace"]["attn2"][layers[0].key]
-    patch_ours = ours.model_options["transformer_options"]["patches_replace"]["attn2"][layers[0].key]
-    assert isinstance(patch_both.previous, Foreign)
-
-    # layer level: ours + foreign == foreign + (ours - plain), exactly up to float rounding
-    g = torch.Generator().manual_seed(0)
-    width, heads = layers[0].width, 2
-    q, k, v = torch.randn(2, 16, width, generator=g), torch.randn(2, 77, width, generator=g), torch.randn(2, 77, width, generator=g)
-    prompt = encode(clip, "a person")[0][1][adapter.PROMPT_KEY]
-    extra = {"n_heads": heads, "cond_or_uncond": [0, 1], "uuids": ["p", "n"], "original_shape": [2, 4, 4, 4],
-             adapter.STEP_KEY: adapter.StepPrompts({"p": prompt, "n": prompt}, sigma=1.0)}
-    plain = attention.optimized_attention(q, k, v, heads)
-    expected = plain + term + (patch_ours(q, k, v, extra) - plain)
-    torch.testing.assert_close(patch_both(q, k, v, extra), expected, atol=1e-6, rtol=0)
-
-    calls.clear()
-    positive, negative = encode(clip, "a photo of a person"), encode(clip, "blurry")
-    sample(nodes, both, positive, negative)
-    assert len(calls) == len(layers) * STEPS
-
-
-def test_long_prompts_cfg1_and_uneven_lengths(env, loaded):
+def test_long_prompts_cfg1_and_uneven_lengths(env, loaded, recorded):
     adapter, nodes, attention = env
     _, model, clip = loaded
     filler = ", ".join(["a very detailed photograph"] * 20)
@@ -180,8 +133,8 @@ def test_long_prompts_cfg1_and_uneven_lengths(env, loaded):
     assert prompt.length == 154 and min(prompt.positions("person")) >= 77
     negative = encode(clip, "blurry")  # 77 tokens next to a 154-token positive
     patched = adapter.apply_subject(model, random_subject(adapter, model, "person"), 1.0, 0.0, 1.0)
-    spied, calls = record(adapter, patched, attention)
-    nested = sample(nodes, spied, long_positive, negative)
+    calls = recorded
+    nested = sample(nodes, patched, long_positive, negative)
     assert {c[3] for c in calls} == {154}
     assert (nested - sample(nodes, model, long_positive, negative)).abs().max() > 1e-3
     cfg1 = sample(nodes, patched, long_positive, negative, cfg=1.0)  # no uncond rows at all

@@ -26,7 +26,7 @@ class Binding:
     def nested_kv(self, layer_id, device, dtype):
         return self.keys, self.values
 
-    def query_mask(self, grid, rows, device):
+    def query_mask(self, grid, areas, latent_batch, latent_size, device):
         return None
 
     def subject(self):

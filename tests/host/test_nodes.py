@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from nested_attention.nested_attention_core import ModelMismatchError, WeightsFormatError
+from nested_attention.nested_attention_core import (ModelMismatchError, NestedAttentionError, ReferenceImageError,
+                                                    WeightsFormatError)
 from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
 from nested_attention.nested_attention_core.weights import save_weights
 
@@ -97,8 +98,42 @@ def test_sd15_weights_on_sdxl_model_say_which_is_which(env):
     ours, _, clip_vision, models = env
     weights = run(ours.NestedAttentionLoader, "tiny_sd15.safetensors")
     subject = run(ours.NestedAttentionSubject, weights, clip_vision, reference_images(), "person")
-    with pytest.raises(ModelMismatchError, match=r"made for the tests' one-level SD1\.5 \(4 cross-attention .* but the model is the tests' tiny SDXL .*context width 144"):
+    with pytest.raises(ModelMismatchError, match=r"subject 'person' \(from weights tiny_sd15\.safetensors\) was made "
+                                                 r"for the tests' one-level SD1\.5 \(4 cross-attention .* but the model is "
+                                                 r"the tests' tiny SDXL .*context width 144"):
         run(ours.ApplyNestedAttention, models["sdxl"][0], subject, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("name, value", [("weight", float("nan")), ("weight", float("inf")), ("start_at", float("nan")),
+                                         ("end_at", float("-inf"))])
+def test_non_finite_numbers_at_apply_are_named(env, name, value):
+    ours, _, clip_vision, models = env
+    weights = run(ours.NestedAttentionLoader, "tiny_sd15.safetensors")
+    subject = run(ours.NestedAttentionSubject, weights, clip_vision, reference_images(), "person")
+    numbers = {"weight": 1.0, "start_at": 0.0, "end_at": 1.0, name: value}
+    with pytest.raises(NestedAttentionError, match=rf"Apply Nested Attention: {name} is .*give a finite number"):
+        run(ours.ApplyNestedAttention, models["sd15"][0], subject, **numbers)
+    region = torch.full((1, 8, 8), float("nan"))
+    with pytest.raises(NestedAttentionError, match=r"region mask \(attn_mask\) .* NaN"):
+        run(ours.ApplyNestedAttention, models["sd15"][0], subject, 1.0, 0.0, 1.0, attn_mask=region)
+
+
+def test_nan_reference_image_and_nan_weights_file_are_named(env, tmp_path):
+    ours, _, clip_vision, _ = env
+    import folder_paths
+    from fixtures.files import rewrite
+
+    weights = run(ours.NestedAttentionLoader, "tiny_sd15.safetensors")
+    image = reference_images()
+    image[0, 3, 4, 1] = float("nan")
+    with pytest.raises(ReferenceImageError, match="NaN or infinite pixel values"):
+        run(ours.NestedAttentionSubject, weights, clip_vision, image, "person")
+    broken = tmp_path / "diverged.safetensors"
+    broken.write_bytes(open(weights.path, "rb").read())
+    rewrite(broken, edit_tensors=lambda t: t["image_proj.latents"].fill_(float("nan")))
+    folder_paths.add_model_folder_path("nested_attention", str(tmp_path))
+    with pytest.raises(WeightsFormatError, match=r"diverged\.safetensors: tensors \['image_proj\.latents'\] hold NaN"):
+        run(ours.NestedAttentionLoader, "diverged.safetensors")
 
 
 def test_clip_vision_of_another_width_is_a_clear_error(env, host, tmp_path):

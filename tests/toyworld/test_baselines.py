@@ -158,8 +158,7 @@ def test_baseline_trains_through_the_trainer(trainer, host, method, tmp_path):
     config, models = trainer
     session = open_session(config(tmp_path / "out"), models=models, method=method)
     assert session.identity["method"] == method.name
-    replaces = session.denoiser.patched.model_options["transformer_options"]["patches_replace"]["attn2"]
-    assert {patch.bindings[0].rule for patch in replaces.values()} == {method.rule}
+    assert [b.rule for b in host.applied_subjects(session.denoiser.patched).bindings] == [method.rule]
     encoder = session.encoder
     trained = {id(p) for p in session.parameters}
     assert {id(p) for group in session.optimizer.param_groups for p in group["params"]} == trained
@@ -185,8 +184,8 @@ def test_baseline_trains_through_the_trainer(trainer, host, method, tmp_path):
             pooled = encoder.encode(features).mean((0, 1))
         assert torch.allclose(subject.tokens[0], pooled, atol=1e-6)
     patched = host.apply_subject(models.patcher, subject, 1.0, rule=method.rule)
-    patch = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values()))
-    assert patch.bindings[-1].rule == method.rule and patch.bindings[-1].subject is subject
+    binding = host.applied_subjects(patched).bindings[-1]
+    assert binding.rule == method.rule and binding.subject is subject
 
     prompts = sample_prompts(session.data, None, 1, session.has_word)  # sampled by the host's KSampler path
     grid = np.asarray(Image.open(render_grid(session, prompts, tmp_path / "grid.png")), dtype=np.float32)

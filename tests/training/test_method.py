@@ -15,8 +15,9 @@ def test_nested_attention_is_the_default_and_trains_every_parameter(training, sd
     params = list(session.encoder.parameters())
     assert len(session.parameters) == len(params) and all(a is b for a, b in zip(session.parameters, params))
     assert session.optimizer.param_groups[0]["params"] == session.parameters
-    replaces = session.denoiser.patched.model_options["transformer_options"]["patches_replace"]["attn2"]
-    assert all(patch.bindings[0].rule == "nested" for patch in replaces.values())
+    from nested_attention.nodes import host
+
+    assert [b.rule for b in host.applied_subjects(session.denoiser.patched).bindings] == ["nested"]
 
 
 def test_a_state_resumes_only_with_the_method_that_made_it(training):

@@ -22,7 +22,7 @@ def test_the_binding_only_acts_inside_a_step(training):
     from nested_attention.training.binding import LiveNested, TrainingBinding
 
     binding = TrainingBinding(LiveNested())
-    assert binding.active(1e9) and binding.query_mask((8, 8), 2, "cpu") is None
+    assert binding.active(1e9) and binding.query_mask((8, 8), [None], 2, (8, 8), "cpu") is None
     with pytest.raises(RuntimeError, match="outside a training step"):
         binding.nested_kv("input_1_0", "cpu", torch.float32)
 
