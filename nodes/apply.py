@@ -18,7 +18,7 @@ class ApplyNestedAttention(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ApplyNestedAttention",
-            display_name="Apply Nested Attention (personalize identity)",
+            display_name="Apply Nested Attention (personalize)",
             category=CATEGORY,
             description="Personalizes the model with a subject's identity: the subject's word in the positive prompt "
                         "takes a per-pixel value from the reference images (nested attention, a finer-grained "

@@ -12,7 +12,7 @@ class NestedAttentionPreview(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NestedAttentionPreview",
-            display_name="Nested Attention Preview (attention maps)",
+            display_name="Nested Attention Preview (identity maps)",
             category=CATEGORY,
             description="Shows, for a sampled image, where each subject's word draws the cross-attention and where "
                         "its nested value changes the layer output, per layer group (down/mid/up) and over the noise "
