@@ -138,6 +138,15 @@ def test_load_subject_without_saved_subjects_says_what_to_do(server):
     assert placeholder in caught.value.response["node_errors"][subject_id]["errors"][0]["details"]
 
 
+def test_the_frontend_extension_and_a_help_page_per_node_are_served(server):
+    """The frontend loads web/*.js and fetches /extensions/<pack>/docs/<node id>.md for node help."""
+    assert f"/extensions/{harness.PACK_DIR_NAME}/nested_attention.js" in server.get_json("/extensions")
+    for node_id in harness.PACK_NODE_IDS:
+        status, body = server.request(f"/extensions/{harness.PACK_DIR_NAME}/docs/{node_id}.md")
+        assert status == 200 and body.decode().startswith("# "), node_id
+        assert server.object_info()[node_id]["python_module"].startswith(f"custom_nodes.{harness.PACK_DIR_NAME}")
+
+
 def test_example_workflows_are_listed_and_served(server):
     on_disk = sorted(path.stem for path in (harness.REPO_ROOT / "example_workflows").glob("*.json"))
     assert on_disk == sorted(ALL_EXAMPLES)
