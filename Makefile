@@ -1,6 +1,9 @@
 # Development and test set-up. Everything here is git-ignored and idempotent:
 #   make demo   - a real headless ComfyUI with this pack runs the toy world's two-subject workflow
-#   make test   - the whole test suite against a real ComfyUI 0.3.75
+#   make test   - the whole test suite against a real ComfyUI 0.3.75, including the browser test
+#   make browser - what the browser test needs: ComfyUI's frontend packages (the versions its
+#                  requirements.txt pins), playwright, and a Chromium (the machine's, else Debian's
+#                  package when root, else `playwright install chromium`)
 #   make toyworld      - the toy-world experiment from scratch (<= 90 min on 2 cores), updates the
 #                        committed weights (toyworld/weights) and results (docs/toyworld)
 #   make toyworld-eval - re-evaluate the committed toy-world weights (minutes), compare with docs/toyworld
@@ -20,7 +23,7 @@ HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp ya
 export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
 export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
 
-.PHONY: setup test demo tiny-models bench bench-train toyworld toyworld-eval clean-host
+.PHONY: setup browser test demo tiny-models bench bench-train toyworld toyworld-eval clean-host
 
 setup: $(VENV)/.stamp $(COMFYUI)/.stamp
 
@@ -45,7 +48,23 @@ $(COMFYUI)/.stamp: $(VENV)/.stamp
 tiny-models: setup
 	$(PY) -m nested_attention.toyworld.tiny_models $(TINY_MODELS)
 
-test: setup
+# The frontend pins are read from the ComfyUI checkout's own requirements.txt.
+FRONTEND_REQS = grep -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)==' $(COMFYUI)/requirements.txt
+
+browser: $(VENV)/.browser-stamp
+
+$(VENV)/.browser-stamp: $(VENV)/.stamp $(COMFYUI)/.stamp
+	$(PY) -m pip install -q playwright $$($(FRONTEND_REQS))
+	@if [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1; then \
+		echo "browser: using the Chromium on this machine"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		$(PY) -m playwright install chromium; \
+	fi
+	touch $@
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
 demo: setup

@@ -11,6 +11,7 @@ trainer, the toy world and the tests share one copy of every module.
 Importing this package imports nothing else; ComfyUI is imported when ``comfy_entrypoint`` runs.
 """
 PACKAGE = "nested_attention"
+WEB_DIRECTORY = "./web"  # the frontend extension (web/nested_attention.js) and the node help pages (web/docs/)
 
 
 async def comfy_entrypoint():

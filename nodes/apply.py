@@ -1,8 +1,16 @@
 """ApplyNestedAttention: patch the model's cross-attention with one subject; chain one per subject."""
 from comfy_api.latest import io
 
+from ..nested_attention_core.families import families
 from .host import apply_subject
 from .sockets import CATEGORY, NestedSubject
+
+
+def model_tooltip() -> str:
+    """Names every model family the pack knows (built in, and any a pack registered)."""
+    known = ", ".join(family.display_name for family in families())
+    return (f"The diffusion model to personalize: {known}, or a fine-tune of one of them. Any other UNet with "
+            f"cross-attention works with Nested Attention weights trained for it. The input model is not changed.")
 
 
 class ApplyNestedAttention(io.ComfyNode):
@@ -10,12 +18,13 @@ class ApplyNestedAttention(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ApplyNestedAttention",
-            display_name="Apply Nested Attention",
+            display_name="Apply Nested Attention (personalize)",
             category=CATEGORY,
-            description="Gives the subject's word in the positive prompt a per-pixel value taken from the "
-                        "reference images (nested attention). Chain one node per subject.",
+            description="Personalizes the model with a subject's identity: the subject's word in the positive prompt "
+                        "takes a per-pixel value from the reference images (nested attention, a finer-grained "
+                        "alternative to IP-Adapter). Chain one node per subject.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.5 or SDXL family)."),
+                io.Model.Input("model", tooltip=model_tooltip()),
                 NestedSubject.Input("subject", tooltip="A subject from 'Nested Attention Subject' or "
                                                        "'Nested Attention Load Subject'."),
                 io.Float.Input("weight", default=1.0, min=0.0, max=5.0, step=0.05,

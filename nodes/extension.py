@@ -3,13 +3,14 @@ from comfy_api.latest import ComfyExtension, io
 
 from .apply import ApplyNestedAttention
 from .loader import NestedAttentionLoader
+from .preview import NestedAttentionPreview
 from .sockets import register_model_folders
 from .subject import NestedAttentionSubject
 from .subject_files import NestedAttentionLoadSubject, NestedAttentionSaveSubject
 from .text_encode import NestedAttentionTextEncode
 
 NODES = (NestedAttentionLoader, NestedAttentionSubject, NestedAttentionTextEncode, ApplyNestedAttention,
-         NestedAttentionSaveSubject, NestedAttentionLoadSubject)
+         NestedAttentionSaveSubject, NestedAttentionLoadSubject, NestedAttentionPreview)
 
 
 class NestedAttentionExtension(ComfyExtension):

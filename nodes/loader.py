@@ -1,27 +1,14 @@
 """NestedAttentionLoader: our weight files, or IP-Adapter Plus files as a warm start."""
 import logging
 
-import folder_paths
 from comfy_api.latest import io
 
 from ..nested_attention_core.weights import load_weights
 
-from .sockets import CATEGORY, IPADAPTER_FOLDER, WEIGHTS_FOLDER, NestedAttentionWeights
+from .file_inputs import HOW_TO_GET_WEIGHTS, weight_choices, weight_path, weights_problem
+from .sockets import CATEGORY, NestedAttentionWeights
 
-IPADAPTER_PREFIX = "ipadapter: "
 log = logging.getLogger(__name__)
-
-
-def weight_choices() -> list[str]:
-    ours = folder_paths.get_filename_list(WEIGHTS_FOLDER)
-    theirs = [IPADAPTER_PREFIX + name for name in folder_paths.get_filename_list(IPADAPTER_FOLDER)]
-    return ours + theirs
-
-
-def weight_path(name: str) -> str:
-    if name.startswith(IPADAPTER_PREFIX):
-        return folder_paths.get_full_path_or_raise(IPADAPTER_FOLDER, name[len(IPADAPTER_PREFIX):])
-    return folder_paths.get_full_path_or_raise(WEIGHTS_FOLDER, name)
 
 
 class NestedAttentionLoader(io.ComfyNode):
@@ -29,21 +16,31 @@ class NestedAttentionLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NestedAttentionLoader",
-            display_name="Nested Attention Loader",
+            display_name="Nested Attention Loader (IP-Adapter)",
             category=CATEGORY,
-            description="Loads a subject encoder and its nested key/value projections.",
+            description="Loads Nested Attention weights: the subject encoder and nested key/value projections that "
+                        "personalize a model with a subject's identity from reference images. Also lists IP-Adapter "
+                        "Plus files, as a warm start for training.",
             inputs=[
                 io.Combo.Input("weights", options=weight_choices(),
-                               tooltip="Files in models/nested_attention (ours), and IP-Adapter Plus files in "
-                                       "models/ipadapter (listed as 'ipadapter: ...'), which have the same layout "
-                                       "but were trained for another mechanism: a warm start for training."),
+                               tooltip="Files in models/nested_attention, and IP-Adapter Plus files in models/ipadapter "
+                                       "(listed as 'ipadapter: ...'), which share the layout but were trained for "
+                                       "another mechanism: a warm start for training, not a substitute. "
+                                       + HOW_TO_GET_WEIGHTS + "."),
             ],
             outputs=[NestedAttentionWeights.Output(display_name="nested_attention",
                                                    tooltip="The loaded weights, for 'Nested Attention Subject'.")],
         )
 
     @classmethod
+    def validate_inputs(cls, weights):
+        return weights_problem(weights) or True
+
+    @classmethod
     def execute(cls, weights) -> io.NodeOutput:
+        problem = weights_problem(weights)
+        if problem is not None:
+            raise FileNotFoundError(f"weights: {problem}")
         loaded = load_weights(weight_path(weights))
         log.info("%s", loaded.describe())
         return io.NodeOutput(loaded)

@@ -15,12 +15,12 @@ class NestedAttentionSubject(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NestedAttentionSubject",
-            display_name="Nested Attention Subject",
+            display_name="Nested Attention Subject (reference)",
             category=CATEGORY,
-            description="Encodes reference images of one subject (a person, a pet) into nested keys and values "
-                        "for every cross-attention layer, once, before sampling.",
+            description="Encodes reference images of one subject (a person's identity, a pet) into nested keys and "
+                        "values for every cross-attention layer, once, before sampling.",
             inputs=[
-                NestedAttentionWeights.Input("nested_attention", tooltip="From 'Nested Attention Loader'."),
+                NestedAttentionWeights.Input("nested_attention", tooltip="The weights from 'Nested Attention Loader'."),
                 io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the weights were trained with "
                                                            "(ViT-H for IP-Adapter Plus based weights)."),
                 io.Image.Input("image", tooltip="One or more reference images of the same subject; the tokens of "

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..nested_attention_core.subject import load_subject, save_subject
 
+from .file_inputs import subject_choices, subject_file_problem
 from .sockets import CATEGORY, SUBJECTS_FOLDER, NestedSubject
 
 
@@ -16,8 +17,9 @@ class NestedAttentionSaveSubject(io.ComfyNode):
             node_id="NestedAttentionSaveSubject",
             display_name="Nested Attention Save Subject",
             category=CATEGORY,
-            description="Saves an encoded subject (its word, tokens and nested keys/values) as .safetensors in "
-                        "models/nested_attention_subjects, for reuse without the reference images.",
+            description="Saves an encoded subject (its identity: word, tokens and nested keys/values) as .safetensors "
+                        "in models/nested_attention_subjects, to personalize later images without the reference "
+                        "images. The saved name shows on the node, and Load Subject nodes list it at once.",
             inputs=[
                 NestedSubject.Input("subject", tooltip="From 'Nested Attention Subject'."),
                 io.String.Input("filename_prefix", default="subject",
@@ -34,6 +36,7 @@ class NestedAttentionSaveSubject(io.ComfyNode):
         os.makedirs(full_folder, exist_ok=True)
         path = os.path.join(full_folder, f"{name}_{counter:05}_.safetensors")
         save_subject(path, subject)
+        # "text" is shown on the node and triggers the list refresh (web/nested_attention.js)
         return io.NodeOutput(ui={"text": [os.path.relpath(path, folder)]})
 
 
@@ -44,12 +47,21 @@ class NestedAttentionLoadSubject(io.ComfyNode):
             node_id="NestedAttentionLoadSubject",
             display_name="Nested Attention Load Subject",
             category=CATEGORY,
-            description="Loads a subject saved by 'Nested Attention Save Subject'.",
-            inputs=[io.Combo.Input("subject_file", options=folder_paths.get_filename_list(SUBJECTS_FOLDER),
-                                   tooltip="A file in models/nested_attention_subjects.")],
+            description="Loads a subject (an identity) saved by 'Nested Attention Save Subject', instead of encoding "
+                        "reference images again.",
+            inputs=[io.Combo.Input("subject_file", options=subject_choices(),
+                                   tooltip="A subject saved by 'Nested Attention Save Subject' (a .safetensors file in "
+                                           "models/nested_attention_subjects).")],
             outputs=[NestedSubject.Output(display_name="subject", tooltip="The subject, for 'Apply Nested Attention'.")],
         )
 
     @classmethod
+    def validate_inputs(cls, subject_file):
+        return subject_file_problem(subject_file) or True
+
+    @classmethod
     def execute(cls, subject_file) -> io.NodeOutput:
+        problem = subject_file_problem(subject_file)
+        if problem is not None:
+            raise FileNotFoundError(f"subject_file: {problem}")
         return io.NodeOutput(load_subject(folder_paths.get_full_path_or_raise(SUBJECTS_FOLDER, subject_file)))

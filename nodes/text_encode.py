@@ -13,7 +13,8 @@ class NestedAttentionTextEncode(io.ComfyNode):
             display_name="Nested Attention Text Encode",
             category=CATEGORY,
             description="Encodes a prompt like CLIP Text Encode and keeps the position of every word, so that "
-                        "Apply Nested Attention finds the subject word (e.g. 'person', 'dog') at sampling time.",
+                        "Apply Nested Attention finds the subject word (e.g. 'person', 'dog') at sampling time. "
+                        "Use it for the positive prompt of a personalized (subject-driven) image.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The text encoder of the checkpoint."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,

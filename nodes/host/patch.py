@@ -30,6 +30,7 @@ from .step import STEP_KEY, StepPrompts, check_subject_words, step_prompts
 
 SUBJECTS_KEY = "nested_attention_subjects"  # transformer options: AppliedSubjects
 WRAPPER_KEY = "nested_attention"
+RECORDER_KEY = "nested_attention_recorder"  # transformer options: an attention-map recorder (preview.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class NestedAttentionPatch:
         if step is None:
             return base
         by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
+        applied = []  # (binding, its SubjectAttention), for an attention-map recorder (preview.py)
         for binding in self.bindings:
             if not binding.active(step.sigma):
                 continue
@@ -79,11 +81,15 @@ class NestedAttentionPatch:
             nested_keys, nested_values = binding.nested_kv(self.layer_id, q.device, q.dtype)
             query_mask = binding.query_mask(_token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"]),
                                             q.shape[0] // len(extra["cond_or_uncond"]), step.latent_size, q.device)
-            by_rule.setdefault(binding.rule, []).append(
-                SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask))
+            subject = SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask)
+            by_rule.setdefault(binding.rule, []).append(subject)
+            applied.append((binding, subject))
         out = base
         for rule, subjects in by_rule.items():
             out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
+        recorder = extra.get(RECORDER_KEY)  # set only by the Preview node's probe run: no cost otherwise
+        if recorder is not None and applied:
+            recorder.record(self.layer_id, extra, _token_grid(extra, q.shape[1]), q, k, v, base, applied)
         return out
 
 

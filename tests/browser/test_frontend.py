@@ -1,0 +1,187 @@
+"""A new user's walk through the pack in headless Chromium, on ComfyUI's own frontend and a real server.
+
+One server for the module (the toy world's committed models, the frontend served), one page: the
+page loads with no console error naming the pack; the pack's nodes are registered and found by
+search; every template loads from the Templates browser with no missing-node warning; a tooltip
+shows on hover; the SDXL template's missing weights are reported on Run before anything runs; the
+toy template runs from the Run button to an image in Save Image and the preview's maps; Save
+Subject shows the saved name and Load Subject lists it without a refresh.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from nested_attention.toyworld import server as harness
+
+READY = "window.app && app.graph && Object.keys(LiteGraph.registered_node_types).length > 50"
+PACK_WORDS = ("nested", "comfyui-nested-attention", "nested_attention")
+SEARCHES = ("nested", "personalize", "subject", "ip adapter", "reference", "identity")
+TEMPLATES = ("toyworld_two_subjects", "sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")
+# With --disable-api-nodes the frontend's registry look-ups are blocked (CSP) and logged: harmless offline.
+OFFLINE_NOISE = ("api.comfy.org", "Content Security Policy", "registry")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with harness.running_server(tmp_path_factory.mktemp("comfyui_browser"), harness.toy_models_dir(),
+                                frontend=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} @ {m.location.get('url')}"))
+    page.on("pageerror", lambda e: page.console_errors.append(f"{e}"))
+    page.goto(server.url)
+    page.wait_for_function(READY, timeout=120_000)
+    page.evaluate("""() => { window.__na_events = [];
+        for (const e of ['execution_start', 'execution_success', 'execution_error'])
+            app.api.addEventListener(e, (ev) => window.__na_events.push([e, ev.detail?.prompt_id])); }""")
+    yield page
+    context.close()
+
+
+def close_dialogs(page) -> None:
+    for _ in range(4):
+        dialogs = page.locator("[role=dialog]")
+        if not dialogs.count():
+            return
+        # the dialog's close button: the top-right-most button in its header
+        corner = page.evaluate("""() => { const d = [...document.querySelectorAll('[role=dialog]')].at(-1);
+            const top = d.getBoundingClientRect().top;
+            const buttons = [...d.querySelectorAll('button')].map(b => b.getBoundingClientRect())
+                .filter(r => r.width > 0 && r.top < top + 90).sort((a, b) => b.right - a.right);
+            return buttons.length ? [buttons[0].x + buttons[0].width / 2, buttons[0].y + buttons[0].height / 2] : null; }""")
+        if corner:
+            page.mouse.click(*corner)
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(400)
+    assert not page.locator("[role=dialog]").count(), page.locator("[role=dialog]").all_inner_texts()
+
+
+def load_template(page, name: str) -> None:
+    """Open the Templates browser, pick the pack's category and click the template's card."""
+    close_dialogs(page)
+    page.get_by_role("button", name="Templates").first.click()
+    dialog = page.locator("[role=dialog]").filter(has_text="All Templates")
+    dialog.wait_for(state="visible", timeout=20_000)
+    dialog.get_by_text(harness.PACK_DIR_NAME, exact=True).first.click()
+    dialog.get_by_text(name.replace("_", " "), exact=True).first.click()
+    expected = len(harness.load_workflow(name)["nodes"])
+    page.wait_for_function(f"app.graph.nodes.length === {expected}", timeout=20_000)
+    page.wait_for_timeout(500)
+
+
+def run_and_wait(page, timeout_s: float = 240) -> str:
+    """Click Run; the last execution event (execution_success or execution_error)."""
+    page.evaluate("window.__na_events = []")
+    page.get_by_role("button", name="Run", exact=True).first.click()
+    page.wait_for_function("window.__na_events.some(e => e[0] !== 'execution_start')", timeout=timeout_s * 1000)
+    return page.evaluate("window.__na_events.filter(e => e[0] !== 'execution_start').at(-1)[0]")
+
+
+def test_the_page_loads_with_no_console_error_naming_the_pack(page, screenshots):
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(screenshots / "01_loaded.png"))
+    ours = [e for e in page.console_errors if any(w in e.lower() for w in PACK_WORDS)
+            and not any(n in e for n in OFFLINE_NOISE)]
+    assert not ours, ours
+
+
+def test_the_pack_nodes_are_registered_and_found_by_search(page, server, screenshots):
+    registered = page.evaluate("Object.keys(LiteGraph.registered_node_types)")
+    assert set(harness.PACK_NODE_IDS) <= set(registered)
+    ours = {server.object_info()[i]["display_name"] for i in harness.PACK_NODE_IDS}
+    close_dialogs(page)
+    page.evaluate("app.graph.clear()")  # an empty canvas to double-click on
+    box = page.locator("#graph-canvas").bounding_box()
+    for word in SEARCHES:
+        page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        search = page.locator(".comfy-vue-node-search-container input").first
+        search.wait_for(state="visible", timeout=10_000)
+        search.fill(word)
+        with contextlib.suppress(PlaywrightTimeout):
+            page.locator("[role=option]").first.wait_for(state="visible", timeout=5_000)
+        page.wait_for_timeout(300)
+        found = page.locator("[role=option]").all_inner_texts()
+        page.screenshot(path=str(screenshots / f"02_search_{word.replace(' ', '_')}.png"))
+        page.keyboard.press("Escape")
+        search.wait_for(state="hidden", timeout=5_000)
+        assert any(name in text for text in found for name in ours), (word, found)
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_every_template_loads_from_the_templates_browser(page, name, screenshots):
+    load_template(page, name)
+    page.screenshot(path=str(screenshots / f"03_template_{name}.png"))
+    warnings = [t for t in page.locator("[role=dialog]").all_inner_texts() if "missing" in t.lower()]
+    assert not warnings, warnings
+    types = page.evaluate("app.graph.nodes.map(n => n.type)")
+    assert all(t in page.evaluate("Object.keys(LiteGraph.registered_node_types)") for t in types)
+    note_on_screen = page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'Note');
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas(n.pos); return [x, y, app.canvas.ds.scale]; }""")
+    x, y, scale = note_on_screen
+    assert 60 <= x < 400 and 100 <= y < 400 and scale >= 0.75, note_on_screen  # the note opens in view, readable
+
+
+def test_a_tooltip_shows_on_hover(page):
+    load_template(page, "toyworld_two_subjects")
+    close_dialogs(page)
+    at = page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'ApplyNestedAttention');
+        const p = n.getConnectionPos(true, 0); return app.canvas.ds.convertOffsetToCanvas(p); }""")
+    box = page.locator("#graph-canvas").bounding_box()
+    page.mouse.move(box["x"] + at[0] + 3, box["y"] + at[1])
+    tooltip = page.locator(".node-tooltip")
+    tooltip.wait_for(state="visible", timeout=10_000)
+    assert "SD1.5" in tooltip.inner_text() and "SDXL" in tooltip.inner_text()
+
+
+def test_missing_weights_are_reported_on_run_before_anything_runs(page, screenshots):
+    load_template(page, "sdxl_one_subject")
+    page.evaluate("window.__na_events = []")
+    page.get_by_role("button", name="Run", exact=True).first.click()
+    message = page.locator("[role=dialog]").filter(has_text="training/")
+    message.wait_for(state="visible", timeout=20_000)
+    page.screenshot(path=str(screenshots / "04_missing_weights.png"))
+    text = message.inner_text()
+    assert "nested_attention_sdxl.safetensors" in text and "IP-Adapter Plus" in text, text
+    assert page.evaluate("window.__na_events") == []  # refused at validation: nothing ran
+    close_dialogs(page)
+
+
+def test_the_toy_template_runs_from_the_run_button(page, screenshots):
+    load_template(page, "toyworld_two_subjects")
+    assert run_and_wait(page) == "execution_success"
+    page.wait_for_function("""app.graph.nodes.filter(n => ['SaveImage', 'PreviewImage'].includes(n.type))
+                               .every(n => n.imgs?.length > 0)""", timeout=20_000)
+    shown = page.evaluate("app.graph.nodes.find(n => n.type === 'SaveImage').imgs[0].src")
+    assert "toyworld_two_subjects" in shown
+    page.evaluate("app.canvas.ds.offset = [90, 150]; app.canvas.ds.scale = 0.62; app.canvas.setDirty(true, true)")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshots / "toyworld_workflow.png"))
+
+
+def test_save_subject_shows_the_name_and_load_subject_lists_it(page):
+    added = page.evaluate("""() => {
+        const subject = app.graph.nodes.find(n => n.type === 'NestedAttentionSubject');
+        const save = LiteGraph.createNode('NestedAttentionSaveSubject'); save.pos = [400, 1300]; app.graph.add(save);
+        subject.connect(0, save, 0);
+        const load = LiteGraph.createNode('NestedAttentionLoadSubject'); load.pos = [800, 1300]; app.graph.add(load);
+        return [save.id, load.id, load.widgets[0].value]; }""")
+    save_id, load_id, before = added
+    assert before.startswith("no saved subjects yet")
+    assert run_and_wait(page) == "execution_success"
+    page.wait_for_function(f"app.graph.getNodeById({save_id}).widgets.some(w => w.name === 'saved_as' && w.value)",
+                           timeout=10_000)
+    saved = page.evaluate(f"app.graph.getNodeById({save_id}).widgets.find(w => w.name === 'saved_as').value")
+    assert saved.startswith("subject_") and saved.endswith(".safetensors")
+    page.wait_for_function(f"app.graph.getNodeById({load_id}).widgets[0].options.values.includes({json.dumps(saved)})",
+                           timeout=10_000)
