@@ -30,7 +30,7 @@ import argparse
 import math
 import sys
 
-from .timing import LoadGuard, add_timing_arguments, load_average, machine, paired
+from .timing import LoadGuard, add_timing_arguments, load_average, machine, paired, print_result
 
 SHAPES = ((4096, 640, 10), (1024, 1280, 20))  # (queries, width, heads): SDXL input 4 and input 7 at 1024 px
 TOKENS = (16, 64, 256)
@@ -207,9 +207,7 @@ def main(argv=None) -> int:
         if not args.skip_sampler:
             bench.sampler()
     result = max(ratio for _, tokens, count, ratio in bench.block_results if tokens == 16 and count == 1)
-    print(f"\nload average at the end {load_average()}; pairs kept although other processes were busy: "
-          f"{bench.guard.loaded}")
-    print(f"RESULT block_overhead_1subj_16tok={result:.3f}")
+    print_result(bench.guard, "pairs", {"block_overhead_1subj_16tok": result})
     return 0
 
 

@@ -26,7 +26,8 @@ import sys
 import time
 
 from .attention_overhead import POSITIVE_PROMPT, WORDS, prompt_words
-from .timing import LoadGuard, add_timing_arguments, interleaved, load_average, machine, peak_memory_bytes, peak_memory_reset
+from .timing import (LoadGuard, add_timing_arguments, interleaved, load_average, machine, peak_memory_bytes,
+                     peak_memory_reset, print_result)
 
 NESTED_TOKENS = 16
 # ComfyUI's detection of an SDXL base checkpoint (model_detection) together with SDXL's own unet_config.
@@ -130,9 +131,7 @@ def main(argv=None) -> int:
         ratio = f"{ratios[i - 1]:>8.3f}{spread[i - 1]:>8.3f}" if i else f"{'':>16}"
         extra = f"{(peaks[i] - peaks[0]) / 2**20:>+10.0f}" if peaks[0] else f"{'?':>10}"
         print(f"{label:<10}{medians[i]:>9.2f}{ratio}{peaks[i] / 2**20:>10.0f}{extra}")
-    print(f"\nload average at the end {load_average()}; rounds kept although other processes were busy: "
-          f"{guard.loaded}")
-    print(f"RESULT sdxl_step_1subj={ratios[0]:.3f} sdxl_step_2subj={ratios[1]:.3f}")
+    print_result(guard, "rounds", {"sdxl_step_1subj": ratios[0], "sdxl_step_2subj": ratios[1]})
     return 0
 
 

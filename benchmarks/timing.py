@@ -38,6 +38,13 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def print_result(guard: "LoadGuard", unit: str, results: dict[str, float]) -> None:
+    """The closing lines of a benchmark: the load, and ``RESULT name=value ...``."""
+    print(f"\nload average at the end {load_average()}; {unit} kept although other processes were busy: "
+          f"{guard.loaded}")
+    print("RESULT " + " ".join(f"{name}={value:.3f}" for name, value in results.items()))
+
+
 class LoadGuard:
     """Notices other processes' CPU use (from /proc/stat) while a pair of runs is timed.
 

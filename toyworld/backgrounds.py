@@ -43,18 +43,21 @@ def _snow(side: int, rng: Rng) -> Image.Image:
         draw.polygon([(x - h * 0.16, horizon - h * 0.55), (x + h * 0.16, horizon - h * 0.55), (x, horizon - h)],
                      fill=(245, 248, 252))
     draw.rectangle((0, horizon, side, side), fill=(246, 248, 252))
-    for _ in range(60):  # falling snow
-        x, y, r = side * rng.random(), side * rng.random(), side * rng.uniform(0.006, 0.014)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 255, 255))
+    _scatter(draw, rng, side, 60, 1.0, (0.006, 0.014), (255, 255, 255))  # falling snow
     return image
+
+
+def _scatter(draw, rng: Rng, side: int, count: int, height: float, radii: tuple[float, float], fill) -> None:
+    """``count`` dots at random places of the top ``height`` of the image (snow flakes, stars)."""
+    for _ in range(count):
+        x, y, r = side * rng.random(), side * rng.random() * height, side * rng.uniform(*radii)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
 
 
 def _night(side: int, rng: Rng) -> Image.Image:
     image = _gradient(side, *NIGHT_SKY)
     draw = ImageDraw.Draw(image)
-    for _ in range(40):
-        x, y, r = side * rng.random(), side * rng.random() * 0.8, side * rng.uniform(0.003, 0.008)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 250, 220))
+    _scatter(draw, rng, side, 40, 0.8, (0.003, 0.008), (255, 250, 220))  # stars
     mx, my, mr = side * rng.choice((0.15, 0.85)), side * rng.uniform(0.1, 0.2), side * 0.08
     draw.ellipse((mx - mr, my - mr, mx + mr, my + mr), fill=(250, 236, 170))
     draw.ellipse((mx - mr * 0.5, my - mr * 1.1, mx + mr * 1.4, my + mr * 0.8), fill=NIGHT_SKY[0])  # crescent

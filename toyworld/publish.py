@@ -22,7 +22,6 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from .evaluation import EVAL_SCENES, TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, reference_render

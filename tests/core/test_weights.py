@@ -232,25 +232,17 @@ def test_tensor_layout_errors(tmp_path, edit, words):
     assert_names_file_and_fix(info, path, *words, "re-save")
 
 
-def test_metadata_disagreeing_with_config(tmp_path):
-    path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update({"num_tokens": "5"}))
+@pytest.mark.parametrize("metadata, words", [
+    ({"num_tokens": "5"}, ("num_tokens=5", "re-save")),
+    ({"format_version": "2"}, ("format_version '2'", "update the Nested Attention node pack")),
+    ({"format": "pt"}, ("'pt'", "save_weights")),
+    ({"format": "nested_attention_subject"}, ("load_subject",)),
+], ids=["disagrees with the config", "unknown format version", "other format", "a subject file"])
+def test_metadata_errors(tmp_path, metadata, words):
+    path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update(metadata))
     with pytest.raises(WeightsFormatError) as info:
         load_weights(path)
-    assert_names_file_and_fix(info, path, "num_tokens=5", "re-save")
-
-
-def test_unknown_format_version(tmp_path):
-    path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update({"format_version": "2"}))
-    with pytest.raises(WeightsFormatError) as info:
-        load_weights(path)
-    assert_names_file_and_fix(info, path, "format_version '2'", "update the Nested Attention node pack")
-
-
-def test_other_format_metadata(tmp_path):
-    path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update({"format": "pt"}))
-    with pytest.raises(WeightsFormatError) as info:
-        load_weights(path)
-    assert_names_file_and_fix(info, path, "'pt'", "save_weights")
+    assert_names_file_and_fix(info, path, *words)
 
 
 def test_missing_format_metadata_of_our_file(tmp_path):
@@ -309,10 +301,3 @@ def test_bin_with_other_layout_and_truncated_bin(tmp_path):
     with pytest.raises(WeightsFormatError) as info:
         load_weights(path)
     assert_names_file_and_fix(info, path, "not a readable PyTorch checkpoint", "download it again")
-
-
-def test_subject_file_given_as_weights(tmp_path):
-    path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update({"format": "nested_attention_subject"}))
-    with pytest.raises(WeightsFormatError) as info:
-        load_weights(path)
-    assert_names_file_and_fix(info, path, "load_subject")

@@ -5,7 +5,7 @@ import torch
 from nested_attention.nodes.host import patch as host_patch
 
 from nested_attention.nested_attention_core import SubjectWordError
-from nested_attention.nested_attention_core.subject import NestedSubject
+from fixtures.subjects import random_subject
 
 STEPS = 3
 
@@ -25,16 +25,6 @@ def loaded(request, tiny_models):
     path = tiny_models[request.param]
     model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=True)
     return request.param, model, clip
-
-
-def random_subject(adapter, model, word, seed=0, tokens=4, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    family = adapter.model_family(model)
-    nested = {layer.id: (torch.randn(tokens, layer.width, generator=g) * scale,
-                         torch.randn(tokens, layer.width, generator=g) * scale)
-              for layer in family.layers}
-    return NestedSubject(word=word, tokens=torch.randn(tokens, family.context_dim, generator=g), nested=nested,
-                         base_family=family.name, context_dim=family.context_dim)
 
 
 def encode(clip, text):

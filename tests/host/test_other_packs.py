@@ -9,7 +9,7 @@ either order both effects apply, exactly, and ComfyUI's own calls reach the othe
 import pytest
 import torch
 
-from nested_attention.nested_attention_core.subject import NestedSubject
+from fixtures.subjects import random_subject
 
 STEPS = 2
 
@@ -72,13 +72,7 @@ def loaded(request, tiny_models, host):
     import comfy.sd
 
     model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models[request.param]), output_vae=False)
-    family = host.model_family(model)
-    g = torch.Generator().manual_seed(0)
-    nested = {layer.id: (torch.randn(4, layer.width, generator=g) * 3, torch.randn(4, layer.width, generator=g) * 3)
-              for layer in family.layers}
-    subject = NestedSubject("person", torch.randn(4, family.context_dim, generator=g), nested, family.name,
-                            family.context_dim)
-    return model, clip, subject
+    return model, clip, random_subject(host, model, "person")
 
 
 def sample(model, clip):

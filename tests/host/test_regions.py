@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nested_attention.nested_attention_core.errors import RegionMaskError
-from nested_attention.nested_attention_core.subject import NestedSubject
+from fixtures.subjects import random_subject
 
 SIZE = 64  # px; latent 8 x 8
 
@@ -13,13 +13,7 @@ def loaded(tiny_models, host):
     import comfy.sd
 
     model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models["sd15"]), output_vae=False)
-    family = host.model_family(model)
-    g = torch.Generator().manual_seed(0)
-    nested = {layer.id: (torch.randn(4, layer.width, generator=g) * 3, torch.randn(4, layer.width, generator=g) * 3)
-              for layer in family.layers}
-    subject = NestedSubject("person", torch.randn(4, family.context_dim, generator=g), nested, family.name,
-                            family.context_dim)
-    return model, clip, subject
+    return model, clip, random_subject(host, model, "person")
 
 
 def half(side: str, batch: int = 1) -> torch.Tensor:

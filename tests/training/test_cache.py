@@ -3,27 +3,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections import Counter
 
 import torch
-
-
-class FakeEncoders:
-    """Cheap stand-ins for the host's VAE and CLIP text encoder, counting their calls."""
-
-    def __init__(self):
-        self.calls = Counter()
-
-    def latent(self, pixels):
-        self.calls["vae"] += 1
-        return pixels.mean(-1, keepdim=True).permute(0, 3, 1, 2)[:, :, ::8, ::8].repeat(1, 4, 1, 1)
-
-    def text(self, text):
-        from nested_attention.nested_attention_core.prompt import PromptWords
-
-        self.calls["text"] += 1
-        return (torch.full((1, 77, 8), float(len(text))), None, {"l": torch.arange(77)},
-                PromptWords(((text.split()[-1], (len(text),)),), 77))
+from fixtures.encoders import FakeEncoders
 
 
 def _store(root, encoders):

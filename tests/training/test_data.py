@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from fixtures.encoders import FakeEncoders
 
 
 @pytest.fixture
@@ -137,23 +138,6 @@ def test_cache_keys_follow_the_content(training, helpers, tmp_path, has_word):
     """A changed image, caption or model file is a new key; an unchanged one is read back."""
     from nested_attention.training.cache import FeatureCache, file_identity
     from nested_attention.training.features import FeatureStore
-    from nested_attention.nested_attention_core.prompt import PromptWords
-
-    class FakeEncoders:
-        def __init__(self):
-            self.calls = Counter()
-
-        def latent(self, pixels):
-            self.calls["vae"] += 1
-            return pixels.mean(-1, keepdim=True).permute(0, 3, 1, 2)[:, :, ::8, ::8].repeat(1, 4, 1, 1)
-
-        def text(self, text):
-            self.calls["text"] += 1
-            return torch.full((1, 77, 8), float(len(text))), None, {"l": torch.arange(77)}, PromptWords((), 77)
-
-        def image(self, pixels):
-            self.calls["clip_vision"] += 1
-            return pixels.mean().reshape(1, 1, 1).expand(1, 5, 8).clone()
 
     data = scan(helpers.make_data(tmp_path / "data", {"a": 2}), has_word, default_word="person")
     encoders, cache = FakeEncoders(), FeatureCache(tmp_path / "cache")
