@@ -14,7 +14,7 @@ it) adds:
   returns None (it knows towers by layer count) and the state dict has exactly the layout of a
   registered config (the toy tower's, ``toy_clip_vision.json``) is a ``ClipVisionModel`` built
   from that config;
-* ``TOY_FAMILY`` in the pack's model-family registry.
+* ``TOY_FAMILY`` (``family.py``) in the pack's model-family registry.
 
 The tests' tiny models register through the same two helpers (``tiny_models.py``).
 """
@@ -30,9 +30,8 @@ import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
 
-from ..nested_attention_core.encoder import EncoderConfig
-from ..nested_attention_core.families import ModelFamily, register_family
-from ..nested_attention_core.layers import layer_table
+from ..nested_attention_core.families import register_family
+from .family import TOY_CONTEXT_DIM, TOY_FAMILY
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ _MARK = "_nested_attention_original"  # on our wrapper of the CLIP vision loader
 
 # The 2-layer, 64-wide CLIP text encoder of the toy base (full CLIP vocabulary and 77 positions, so
 # ComfyUI's stock SD1 tokenizer drives it).
-TOY_TEXT_ENCODER = {"hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2,
+TOY_TEXT_ENCODER = {"hidden_size": TOY_CONTEXT_DIM, "intermediate_size": 256, "num_attention_heads": 2,
                     "num_hidden_layers": 2, "projection_dim": 64}
 
 # The toy UNet, in the words of comfy.model_detection.detect_unet_config (SD1.5 layout: conv
@@ -130,16 +129,6 @@ def register_model_config(config_class) -> None:
     """Put a model config class first in ComfyUI's list (once)."""
     if config_class not in comfy.supported_models.models:
         comfy.supported_models.models.insert(0, config_class)
-
-
-# The toy UNet's cross-attention layers: one transformer per level, 64 and 128 channels.
-TOY_FAMILY = ModelFamily(
-    "toyworld", "the toy world's base", TOY_TEXT_ENCODER["hidden_size"],
-    tuple(layer_table("input", {1: (1, 64), 3: (1, 128)}) + layer_table("middle", {0: (1, 128)})
-          + layer_table("output", {0: (1, 128), 1: (1, 128), 2: (1, 64), 3: (1, 64)})),
-    encoder=EncoderConfig(num_tokens=8, width=128, depth=2, heads=4, dim_head=32, ff_mult=2, image_feature_dim=64,
-                          output_dim=TOY_TEXT_ENCODER["hidden_size"]),
-    resolution=64)
 
 
 def register_toy_models() -> None:

@@ -25,6 +25,7 @@ from .progress import tqdm_bar
 from .publish import METHODS, publish, run_evaluation
 from .dataset import MANIFEST_FILE, write_training_folder
 from .errors import ExperimentError
+from .family import TOY_FAMILY
 from .identity import DOMAINS, heldout_ids, sample_identity, train_ids
 from .render import render_two
 from .rng import key_seed
@@ -55,12 +56,12 @@ class EncoderStageConfig:
     lr: float = 1e-3
     warmup: int = 100
     background_loss_weight: float = 0.25  # the loss outside the subject's mask (identity is inside it)
-    num_tokens: int = 8
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
-    dim_head: int = 32
-    ff_mult: int = 2
+    num_tokens: int = TOY_FAMILY.encoder.num_tokens  # the encoder: the toy family's (family.py)
+    width: int = TOY_FAMILY.encoder.width
+    depth: int = TOY_FAMILY.encoder.depth
+    heads: int = TOY_FAMILY.encoder.heads
+    dim_head: int = TOY_FAMILY.encoder.dim_head
+    ff_mult: int = TOY_FAMILY.encoder.ff_mult
     seed: int = 0
 
 
