@@ -172,3 +172,34 @@ def test_real_clip_vision_towers_are_not_taken_for_the_tiny_one(tiny_models, com
     from nested_attention.toyworld.tiny_comfy import is_tiny_clip_vision as is_tiny
     assert not is_tiny(real.state_dict())
     assert is_tiny(comfy.utils.load_torch_file(str(tiny_models["clip_vision"])))
+
+
+_NOT_INSTALLED_SCRIPT = r"""
+import asyncio, importlib.util, json, sys
+comfy_root, custom_nodes = sys.argv[1:3]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]  # as if never pip-installed
+assert importlib.util.find_spec("nested_attention") is None
+sys.path.insert(0, comfy_root)
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import nodes
+assert asyncio.run(nodes.load_custom_node(custom_nodes + "/comfyui-nested-attention"))
+import nested_attention
+print("RESULT " + json.dumps({"nodes": sorted(k for k in nodes.NODE_CLASS_MAPPINGS if "NestedAttention" in k),
+                              "package": nested_attention.__file__,
+                              "one_copy": sys.modules["nested_attention.nodes.extension"].NODES[0].__module__}))
+"""
+
+
+def test_the_pack_loads_in_a_comfyui_where_it_is_not_installed(comfy_root, tmp_path):
+    """A user's install: the folder in custom_nodes, never pip-installed; the root __init__ binds the
+    package name to the folder by its path, and every module exists once, as nested_attention.*."""
+    (tmp_path / "custom_nodes").mkdir()
+    (tmp_path / "custom_nodes" / "comfyui-nested-attention").symlink_to(REPO_ROOT)
+    proc = subprocess.run([sys.executable, "-c", _NOT_INSTALLED_SCRIPT, str(comfy_root), str(tmp_path / "custom_nodes")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
+    assert "ApplyNestedAttention" in result["nodes"] and len(result["nodes"]) == 7  # six nodes and the preview
+    assert result["package"] == str(REPO_ROOT / "__init__.py")
+    assert result["one_copy"] == "nested_attention.nodes.loader"
