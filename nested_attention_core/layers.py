@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-UNET_BLOCKS = ("input", "middle", "output")
-
 
 @dataclass(frozen=True, order=True)
 class LayerSpec:

@@ -1,6 +1,6 @@
 """The toy base model as ComfyUI files: a fresh UNet, the frozen text encoder and CLIP vision tower,
 and the single-file checkpoint (UNet + text encoder + TAESD-shaped VAE) that ComfyUI's own
-``CheckpointLoaderSimple`` loads once the pack has registered the toy sizes (``nodes/toy_models.py``).
+``CheckpointLoaderSimple`` loads once the toy sizes are registered (``comfy_models.py``).
 
 Every module is built with ComfyUI's own classes and initialised here (ComfyUI's layers skip
 initialisation): trained parts get PyTorch's default init with zeroed residual outputs (as the SD
