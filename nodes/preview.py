@@ -2,6 +2,7 @@
 import torch
 from comfy_api.latest import io
 
+from ..nested_attention_core.errors import NestedAttentionError
 from .host.preview import KINDS, record_attention_maps
 from .preview_render import render_panel
 from .sockets import CATEGORY
@@ -44,7 +45,7 @@ class NestedAttentionPreview(io.ComfyNode):
     def execute(cls, model, positive, vae, image, steps, probe_seed) -> io.NodeOutput:
         recorder, sigmas = record_attention_maps(model, positive, vae, image, steps, probe_seed)
         if not recorder.words:
-            raise ValueError("model: no subject acted while probing the image. Connect the model from 'Apply Nested "
+            raise NestedAttentionError("model: no subject acted while probing the image. Connect the model from 'Apply Nested "
                              "Attention' and the positive prompt from 'Nested Attention Text Encode' that holds each "
                              "subject's word")
         columns = [f"step {i + 1}/{len(sigmas)}  sigma {s:.2f}" for i, s in enumerate(sigmas)]

@@ -71,6 +71,8 @@ class NestedAttentionPatch:
             return base
         by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
         applied = []  # (binding, its SubjectAttention), for an attention-map recorder (preview.py)
+        grid, areas = _token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"])
+        latent_batch = q.shape[0] // len(extra["cond_or_uncond"])
         for binding in self.bindings:
             if not binding.active(step.sigma):
                 continue
@@ -79,8 +81,7 @@ class NestedAttentionPatch:
             if token_mask is None:
                 continue
             nested_keys, nested_values = binding.nested_kv(self.layer_id, q.device, q.dtype)
-            query_mask = binding.query_mask(_token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"]),
-                                            q.shape[0] // len(extra["cond_or_uncond"]), step.latent_size, q.device)
+            query_mask = binding.query_mask(grid, areas, latent_batch, step.latent_size, q.device)
             subject = SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask)
             by_rule.setdefault(binding.rule, []).append(subject)
             applied.append((binding, subject))
@@ -89,7 +90,7 @@ class NestedAttentionPatch:
             out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
         recorder = extra.get(RECORDER_KEY)  # set only by the Preview node's probe run: no cost otherwise
         if recorder is not None and applied:
-            recorder.record(self.layer_id, extra, _token_grid(extra, q.shape[1]), q, k, v, base, applied)
+            recorder.record(self.layer_id, extra, grid, q, k, v, base, applied)
         return out
 
 
