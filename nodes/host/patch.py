@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ...nested_attention_core.attention import SubjectAttention
 from ...nested_attention_core.errors import NestedAttentionError, SubjectWordError
 from ...nested_attention_core.layers import LayerSpec
+from ...nested_attention_core.profiling import scope
 from ...nested_attention_core.rules import NESTED, rule_named
 from ...nested_attention_core.subject import NestedSubject
 from .binding import Binding, SubjectBinding
@@ -69,6 +70,10 @@ class NestedAttentionPatch:
         step = extra.get(STEP_KEY)
         if step is None:
             return base
+        with scope("patch"):  # the host-side work of the layer around the rules
+            return self._with_subjects(base, q, k, v, extra, step)
+
+    def _with_subjects(self, base, q, k, v, extra, step):
         by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
         applied = []  # (binding, its SubjectAttention), for an attention-map recorder (preview.py)
         grid, areas = _token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"])
@@ -87,7 +92,8 @@ class NestedAttentionPatch:
             applied.append((binding, subject))
         out = base
         for rule, subjects in by_rule.items():
-            out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
+            with scope("rule"):
+                out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
         recorder = extra.get(RECORDER_KEY)  # set only by the Preview node's probe run: no cost otherwise
         if recorder is not None and applied:
             recorder.record(self.layer_id, extra, grid, q, k, v, base, applied)
