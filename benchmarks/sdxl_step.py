@@ -20,44 +20,16 @@ subject is <= 1.03.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
 
+from .architectures import random_weights_model
 from .attention_overhead import POSITIVE_PROMPT, WORDS, prompt_words
 from .timing import (LoadGuard, add_timing_arguments, interleaved, load_average, machine, peak_memory_bytes,
                      peak_memory_reset, print_result)
 
 NESTED_TOKENS = 16
-# ComfyUI's detection of an SDXL base checkpoint (model_detection) together with SDXL's own unet_config.
-SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-             "in_channels": 4, "out_channels": 4, "use_temporal_resblock": False, "num_classes": "sequential",
-             "num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
-             "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10]}
-
-
-def sdxl_model(seed: int = 0):
-    """A ComfyUI ModelPatcher of the SDXL architecture with seeded weights (unit-variance maps)."""
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.supported_models
-    import torch
-
-    config = comfy.supported_models.SDXL({**SDXL_UNET, **comfy.supported_models.SDXL.unet_config})
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.diffusion_model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.ndim == 1:
-                p.fill_(1.0)  # norms
-            else:
-                p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()), generator=generator)
-    device = comfy.model_management.get_torch_device()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
 
 def random_subject(host, model, word: str, generator):
@@ -92,7 +64,7 @@ def main(argv=None) -> int:
           f"fp32, CPU; {args.repeats} interleaved rounds after {args.warmup} warm-up")
     print(f"machine: {machine(torch.get_num_threads())}; load average {load_average()}")
     started = time.perf_counter()
-    model = sdxl_model()
+    model = random_weights_model("sdxl")
     family = host.model_family(model)
     print(f"model: {family.describe()}, {sum(p.numel() for p in model.model.parameters()) / 1e9:.2f}B parameters, "
           f"built in {time.perf_counter() - started:.0f} s")

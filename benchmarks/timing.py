@@ -114,6 +114,16 @@ def interleaved(fns, repeats: int, warmup: int, guard: LoadGuard) -> list[tuple[
     return rounds
 
 
+def order_balanced_ratios(pairs: list[tuple[float, float]]) -> list[float]:
+    """Ratios second / first of ``interleaved`` rounds of two functions, two rounds at a time.
+
+    ``interleaved`` alternates which of the two runs first; on a CPU the call that runs second can
+    pay for the first one's memory (pages freed and faulted in again: a 2-6 GB training step moves
+    a round's ratio by +-0.15). Summing a round of each order cancels that: one ratio per two rounds.
+    """
+    return [(pairs[i][1] + pairs[i + 1][1]) / (pairs[i][0] + pairs[i + 1][0]) for i in range(0, len(pairs) - 1, 2)]
+
+
 def paired(vanilla, patched, repeats: int, warmup: int, guard: LoadGuard) -> tuple[float, float, float]:
     """(median vanilla s, median patched s, median of the per-pair ratios patched / vanilla)."""
     pairs = interleaved([vanilla, patched], repeats, warmup, guard)

@@ -1,169 +1,185 @@
-"""What a training step costs beyond the frozen UNet, and what the feature cache saves.
+"""What a training step costs beyond the frozen UNet, where that goes, and what the feature cache saves.
 
-    python -m nested_attention.benchmarks.train_step [--resolution PX] [--batch-size B] [--repeats N] [--warmup N] [--threads N]
+    python -m nested_attention.benchmarks.train_step [--cases tiny,sdxl,sd15] [--sdxl-size PX] [--repeats N]
 
-Runs the real trainer (``training/``: session, data folder, feature cache, loop step) on the tiny
-SD1.5 test checkpoint (toyworld/tiny_models.py: a one-level UNet at SD1.5's real widths, 320
-channels, context 768, 4 cross-attention layers; full-size CLIP-L; TAESD-shaped VAE) with the tiny
-CLIP vision tower, fp32 on the CPU, batch 4 of 128 px images by default. The subject encoder is
-scaled to the UNet roughly as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2: 2.5M
-parameters, 10% of this UNet; IP-Adapter Plus is 6% of SD1.5's); its nested projections have the
-real SD1.5 shapes. The encoder's cost does not grow with the image size and the UNet's does: at
-64 px (an 8x8 latent) this one-level UNet is so cheap that the fixed per-step costs weigh about
-twice what they weigh at 128 px; real training (512 px and more) is far past both. One torch thread
-by default: the ratios are what matters, and with two threads on two cores that other processes
-share, OpenMP's spin-waiting makes single timings swing by a factor of three.
+Three cases, each in its own process (one full-size UNet in memory at a time), all running the
+real trainer (``training/``: session, data folder, feature cache, the loop's ``optimizer_step``):
 
-* ``train_step_overhead``: median time of a whole training step (cache warm: features read from the
-  cache folder, encoder forward, patched UNet forward, loss, backward, clipping, AdamW, schedule)
-  over the median time of the frozen UNet's forward + backward alone (the same batch through the
-  same host ``apply_model`` without the patch, backward to the text conditioning: the same stretch of
-  the network the nested values' gradients cross, from the output back to the first cross-attention
-  layer), timed in alternation.
-* ``cache_speedup``: samples/s of one epoch of training steps with the cache warm over the same
-  epoch with the cache cold (every feature computed by the host's VAE, CLIP text encoder and CLIP
-  vision and written to the cache).
+* ``tiny``: the tiny SD1.5 test checkpoint (toyworld/tiny_models.py: a one-level UNet at SD1.5's
+  widths, 4 cross-attention layers, real CLIP-L, TAESD-shaped VAE; tiny CLIP vision), 128 px,
+  batch 4, an encoder scaled to it as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2).
+  Also the cache: samples/s of an epoch with the cache warm over the same epoch cold.
+* ``sdxl``: ComfyUI's own SDXL architecture (2.57B parameters, 70 cross-attention layers, seeded
+  random weights: ``architectures.py``), batch 1 at ``--sdxl-size`` px (256 by default: training it
+  at 1024 px needs more memory and time than a 2-core CPU has), the encoder a user gets for SDXL
+  (the family default, IP-Adapter Plus SDXL's sizes: 16 tokens, width 1280, depth 4, on ViT-H's
+  1280-wide features; 427M parameters, 341M of them the 70 layers' nested projections).
+* ``sd15``: ComfyUI's SD1.5 architecture (860M, 16 layers) at 512 px, batch 1, its default encoder
+  (IP-Adapter Plus SD1.5's sizes).
 
-The last line is ``RESULT train_step_overhead=<ratio> cache_speedup=<ratio>``.
+No classifier-free-guidance drops: every row of every step trains its subject (a step whose rows all
+dropped the subject has no backward, and would make the timings swing from step to step).
+The full-size cases take their cached features from stand-ins of the real shapes (``feature_standins.py``;
+a warm step never calls the frozen encoders). fp32 on the CPU.
+
+* ``..._overhead``: median over pairs of interleaved rounds (one of each order:
+  ``timing.order_balanced_ratios``) of (whole training step, cache warm) / (the frozen
+  UNet's forward + backward alone: the same batch through the same ``apply_model`` without the
+  subject, a zero added to every cross-attention layer's output by the host's ``attn2_output_patch``
+  so that the backward runs from the loss to every attn2 layer, as the nested values' gradients do,
+  and computes nothing else).
+  A round during which other processes used the CPUs is run again (``timing.LoadGuard``).
+* the breakdown: one step under the torch profiler, its time by part (``step_profile.py``).
+
+The last line is ``RESULT train_step_overhead=<tiny> sdxl_train_step_overhead=<sdxl> cache_speedup=<x>``;
+when a case's spread over the rounds (interquartile range of the per-round ratios) is larger than its
+overhead, no RESULT is printed (exit 1).
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import logging
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from .timing import machine
+from .timing import (LoadGuard, add_timing_arguments, interleaved, load_average, machine, order_balanced_ratios,
+                     peak_memory_bytes, peak_memory_reset)
 
 SUBJECTS = {"alice": "woman", "bob": "man", "rex": "dog", "tom": "cat"}
-IMAGES_PER_SUBJECT = 2
-ENCODER = {"num_tokens": 16, "encoder_width": 128, "encoder_depth": 2, "encoder_heads": 2, "encoder_dim_head": 64,
-           "encoder_ff_mult": 4}
+TINY_ENCODER = {"num_tokens": 16, "encoder_width": 128, "encoder_depth": 2, "encoder_heads": 2,
+                "encoder_dim_head": 64, "encoder_ff_mult": 4}
+CASES = {  # name -> (images per subject, subjects, default resolution, batch)
+    "tiny": (2, 4, 128, 4),
+    "sdxl": (1, 2, 256, 1),
+    "sd15": (1, 2, 512, 1),
+}
+POOLED = {"sd15": None, "sdxl": 1280}
+TINY_ROUNDS_FACTOR = 4
 
 
-def _bootstrap():
-    """ComfyUI (CPU) and the tiny test models (toyworld/tiny_models.py), registered."""
-    from ..training.bootstrap import bootstrap_comfy
-
-    bootstrap_comfy()
-    from ..toyworld import tiny_comfy, tiny_models
-
-    tiny_comfy.register_test_models()
-    return tiny_models.write_tiny_models(tiny_models.default_models_dir())
-
-
-def write_data(root: Path) -> Path:
+def write_data(root: Path, subjects: int, per_subject: int) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    for s, (name, word) in enumerate(SUBJECTS.items()):
+    chosen = dict(list(SUBJECTS.items())[:subjects])
+    for s, (name, word) in enumerate(chosen.items()):
         (root / name).mkdir(parents=True)
-        for i in range(IMAGES_PER_SUBJECT):
+        for i in range(per_subject):
             rng = np.random.default_rng(s * 10 + i)
             image = Image.fromarray((rng.random((144, 160, 3)) * 90 + 80).astype(np.uint8))
             ImageDraw.Draw(image).ellipse([20 + 10 * i, 20, 100, 120], fill=(60 * s % 255, 200 - 40 * s, 90))
             image.save(root / name / f"{i}.png")
             (root / name / f"{i}.txt").write_text(f"a photo of a {word}, view {i}, number {s * 10 + i}")
-    (root / "subjects.json").write_text(__import__("json").dumps({k: v for k, v in SUBJECTS.items()}))
+    (root / "subjects.json").write_text(json.dumps(chosen))
     return root
 
 
-def warm_up(session, batch_size: int) -> None:
-    """One forward + backward of the plain and the patched UNet and the encoder on made-up features."""
-    import torch
+def base_models(case: str):
+    """(BaseModels, checkpoint path, CLIP vision path, encoder flags) of a case."""
+    from ..nodes import host
+    from ..toyworld import tiny_comfy, tiny_models
+    from ..training.base_models import BaseModels, load_base_models
+    from ..training.config import TrainConfig
 
-    from ..nested_attention_core.prompt import PromptWords
-    from ..training.batch import Batch
-    from ..training.binding import SUBJECT_WORD
-    from ..training.data import TargetCrop
-    from ..training.features import TextFeatures
-    from ..training.step import encode_nested
+    tiny_comfy.register_test_models()
+    files = tiny_models.write_tiny_models(tiny_models.default_models_dir())
+    if case == "tiny":
+        config = TrainConfig(checkpoint=str(files["sd15"]), clip_vision=str(files["clip_vision"]), data=".", output=".")
+        return load_base_models(config), files["sd15"], files["clip_vision"], TINY_ENCODER
+    from .architectures import random_weights_model
+    from .feature_standins import VIT_H_WIDTH, StandInClip, StandInClipVision, StandInVAE
 
-    models, den = session.models, session.denoiser
-    features = models.clip_vision.encode_image(torch.rand(1, 64, 64, 3), crop=True)["penultimate_hidden_states"]
-    words = PromptWords(((SUBJECT_WORD, (2,)),), 77)
-    text = TextFeatures(torch.randn(1, 77, models.context_dim), None, words, {})
-    side = session.config.resolution // 8
-    x0 = torch.randn(batch_size, 4, side, side)
-    batch = Batch([], x0, torch.full((batch_size,), 3.0), torch.randn_like(x0), x0 * 2, [text] * batch_size,
-                  [TargetCrop(side * 8, side * 8, 0, 0, side * 8)] * batch_size, [words] * batch_size,
-                  torch.randn(batch_size, *features.shape[1:]), None)
-    den.losses(batch, encode_nested(session.encoder, batch.references)).mean().backward()
-    conds = den.model_conds(batch, batch.x_noisy)
-    context = conds.pop("c_crossattn").requires_grad_(True)
-    den.base.apply_model(batch.x_noisy, batch.sigma, transformer_options=den.transformer_options(batch, False),
-                         c_crossattn=context, **conds).sum().backward()
-    session.encoder.zero_grad(set_to_none=True)
+    import comfy.sd
+
+    # the family's real tokenizer, from the tiny checkpoint of the same family
+    _, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(files[case]), output_vae=False, output_clip=True)
+    patcher = random_weights_model(case)
+    family = host.model_family(patcher)
+    models = BaseModels(patcher, StandInClip(clip, family.context_dim, POOLED[case]), StandInVAE(),
+                        StandInClipVision(), files[case], files["clip_vision"], family, VIT_H_WIDTH)
+    return models, files[case], files["clip_vision"], {}
 
 
-def epoch_samples_per_s(session, steps: int, first_step: int) -> float:
+def spread(ratios: list[float]) -> float:
+    """The interquartile range of the per-round ratios (one slow round on a shared machine does not
+    decide it; with fewer than 4 rounds, max - min)."""
+    if len(ratios) < 4:
+        return max(ratios) - min(ratios)
+    quartiles = statistics.quantiles(ratios, n=4)
+    return quartiles[2] - quartiles[0]
+
+
+def epoch_rate(session, steps: int) -> float:
+    """samples/s of one epoch of training steps."""
     from ..training.loop import optimizer_step
 
     start = time.perf_counter()
-    for step in range(first_step, first_step + steps):
+    for step in range(steps):
         optimizer_step(session, step)
     return steps * session.config.batch_size / (time.perf_counter() - start)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed repeats first")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: stable while other processes share the cores)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per training step")
-    parser.add_argument("--resolution", type=int, default=128, help="training image size in pixels")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-
-    models_dir = _bootstrap()
+def run_case(case: str, args) -> dict:
     import torch
 
-    from ..training.base_models import load_base_models
     from ..training.batch import assemble
     from ..training.config import TrainConfig
     from ..training.loop import optimizer_step, plans_for
     from ..training.loss import denoising_losses
     from ..training.session import open_session
+    from .step_profile import profile_step
 
-    torch.set_num_threads(args.threads)
+    per_subject, subjects, resolution, batch_size = CASES[case]
+    resolution = args.sdxl_size if case == "sdxl" else resolution
+    started = time.perf_counter()
+    models, checkpoint, clip_vision, encoder_flags = base_models(case)
     with tempfile.TemporaryDirectory(prefix="nested_attention_bench_") as tmp:
         tmp = Path(tmp)
-        data = write_data(tmp / "data")
-        config = TrainConfig(checkpoint=str(models_dir["sd15"]), clip_vision=str(models_dir["clip_vision"]),
-                             data=str(data), output=str(tmp / "out"), cache_dir=str(tmp / "cache"),
-                             resolution=args.resolution,
-                             batch_size=args.batch_size, max_steps=1000, warmup_steps=0, sample_every=0,
-                             progress_bar=False, **ENCODER)
-        models = load_base_models(config)
+        data = write_data(tmp / "data", subjects, per_subject)
+        config = TrainConfig(checkpoint=str(checkpoint), clip_vision=str(clip_vision), data=str(data),
+                             output=str(tmp / "out"), cache_dir=str(tmp / "cache"), resolution=resolution,
+                             batch_size=batch_size, max_steps=10 ** 6, warmup_steps=0, sample_every=0,
+                             progress_bar=False, drop_text=0.0, drop_subject=0.0, drop_both=0.0, **encoder_flags)
+        if case == "tiny":  # first calls of every kernel, on another cache folder: the cold epoch stays cold
+            optimizer_step(open_session(replace(config, cache_dir=str(tmp / "warm_up_cache")), models=models), 0)
         cold = open_session(config, models=models)
-        den = cold.denoiser
         steps_per_epoch = cold.order.micro_per_epoch
-        params = sum(p.numel() for p in cold.encoder.parameters()) / 1e6
-        unet = sum(p.numel() for p in den.base.diffusion_model.parameters()) / 1e6
-
-        # first calls of every kernel, on a synthetic batch: the epochs then time features and steps only
-        for _ in range(args.warmup):
-            warm_up(cold, args.batch_size)
-
-        cold_rate = epoch_samples_per_s(cold, steps_per_epoch, 0)
+        cold_rate = epoch_rate(cold, steps_per_epoch)  # fills the cache (full-size cases: from the stand-ins)
         calls = dict(cold.encoders.calls)
+        del cold  # its encoder and AdamW state: 7 GB for SDXL's default encoder
+        gc.collect()
         warm = open_session(config, models=models)  # same cache folder, fresh encoder: the same epoch again
-        warm_rate = epoch_samples_per_s(warm, steps_per_epoch, 0)
+        warm_rate = epoch_rate(warm, steps_per_epoch)
         assert sum(warm.encoders.calls.values()) == 0, warm.encoders.calls
+        den, encoder = warm.denoiser, warm.encoder
+        result = {"case": case, "resolution": resolution, "batch": batch_size,
+                  "unet_params": sum(p.numel() for p in den.base.diffusion_model.parameters()),
+                  "layers": len(models.layers), "family": models.family,
+                  "encoder_params": sum(p.numel() for p in encoder.parameters()),
+                  "projection_params": sum(p.numel() for p in encoder.nested_layers.parameters()),
+                  "encoder": json.loads(encoder.config.to_json()), "built_s": time.perf_counter() - started,
+                  "cold_rate": cold_rate, "warm_rate": warm_rate, "calls": calls}
 
         _, plans = plans_for(warm, 0)
         batch = assemble(warm.store, warm.data, plans, den.model_sampling, den.process_latent_in, 0)
         options = den.transformer_options(batch, with_subject=False)
         conds = den.model_conds(batch, batch.x_noisy)
 
+        reach = torch.zeros((), requires_grad=True)  # added to every attn2 output: the gradient reaches each
+        patches = dict(options.get("patches", {}))
+        patches["attn2_output_patch"] = [*patches.get("attn2_output_patch", []), lambda out, extra: out + reach]
+        options = {**options, "patches": patches}
+
         def unet_alone():
-            context = conds["c_crossattn"].detach().requires_grad_(True)
-            denoised = den.base.apply_model(batch.x_noisy, batch.sigma, transformer_options=options,
-                                            **{**conds, "c_crossattn": context})
+            denoised = den.base.apply_model(batch.x_noisy, batch.sigma, transformer_options=options, **conds)
             denoising_losses(den.kind, batch.sigma, batch.x_noisy, denoised, batch.x0).mean().backward()
 
         step_counter = iter(range(steps_per_epoch, 10 ** 9))
@@ -171,30 +187,92 @@ def main(argv=None) -> int:
         def training_step():
             optimizer_step(warm, next(step_counter))
 
-        for _ in range(args.warmup):
-            unet_alone(), training_step()
-        times = {unet_alone: [], training_step: []}
-        for i in range(args.repeats):
-            for fn in ((unet_alone, training_step) if i % 2 == 0 else (training_step, unet_alone)):
-                start = time.perf_counter()
-                fn()
-                times[fn].append(time.perf_counter() - start)
-        unet_s, step_s = statistics.median(times[unet_alone]), statistics.median(times[training_step])
+        guard = LoadGuard(args.max_other_load, args.retry_budget)
+        repeats = args.repeats * (TINY_ROUNDS_FACTOR if case == "tiny" else 1)  # a tiny step is short and noisy
+        rounds = interleaved([unet_alone, training_step], 2 * repeats, args.warmup, guard)
+        ratios = order_balanced_ratios(rounds)
+        peaks = []
+        for fn in (unet_alone, training_step):
+            peak_memory_reset()
+            fn()
+            peaks.append(peak_memory_bytes())
+        breakdown = profile_step(training_step, {"resampler": [warm.encoder.resampler],
+                                                 "nested_projections": list(warm.encoder.nested_layers.values())})
+        result.update(unet_s=statistics.median(a for a, _ in rounds), step_s=statistics.median(s for _, s in rounds),
+                      ratio=statistics.median(ratios), spread=spread(ratios), rounds=len(rounds), ratios=ratios,
+                      loaded=guard.loaded, peaks=peaks, forward_ms=breakdown.forward_ms,
+                      backward_ms=breakdown.backward_ms, profiled_ms=breakdown.wall_ms)
+    return result
 
-    overhead, speedup = step_s / unet_s, warm_rate / cold_rate
-    print("Nested Attention training step vs the frozen UNet, and the feature cache")
-    print(f"machine: {machine(torch.get_num_threads())}; torch {torch.__version__}, fp32, CPU")
-    print(f"model: tiny SD1.5 test checkpoint (UNet {unet:.1f}M parameters, {len(models.layers)} attn2 layers, "
-          f"{den.kind}), {args.resolution} px, batch {args.batch_size}; encoder {params:.2f}M parameters "
-          f"({ENCODER['num_tokens']} tokens)")
-    print(f"data: {len(warm.data)} images of {len(warm.data.subjects)} subjects, {steps_per_epoch} steps per epoch")
-    print(f"\nmedian of {args.repeats} after {args.warmup} warm-up, alternating:")
-    print(f"  frozen UNet forward + backward alone  {unet_s * 1e3:8.1f} ms   (backward to the text conditioning)")
-    print(f"  whole training step (cache warm)      {step_s * 1e3:8.1f} ms   ratio {overhead:.3f}  (target <= 1.15)")
-    print("\none epoch of training steps:")
-    print(f"  cache cold  {cold_rate:7.2f} samples/s   (host calls: {calls})")
-    print(f"  cache warm  {warm_rate:7.2f} samples/s   (host calls: none)   speedup {speedup:.2f}  (target >= 1.5)")
-    print(f"RESULT train_step_overhead={overhead:.3f} cache_speedup={speedup:.2f}")
+
+def print_case(r: dict) -> None:
+    from .step_profile import Breakdown
+
+    names = {"tiny": "tiny SD1.5 test checkpoint", "sdxl": "SDXL architecture", "sd15": "SD1.5 architecture"}
+    print(f"\n== {r['case']}: {names[r['case']]} ({r['unet_params'] / 1e6:.0f}M UNet parameters, {r['layers']} attn2 "
+          f"layers), {r['resolution']} px, batch {r['batch']}; encoder {r['encoder_params'] / 1e6:.1f}M parameters "
+          f"({r['projection_params'] / 1e6:.1f}M nested projections; {r['encoder']['num_tokens']} tokens, width "
+          f"{r['encoder']['width']}, depth {r['encoder']['depth']}, image features {r['encoder']['image_feature_dim']})")
+    print(f"  frozen UNet forward + backward alone {r['unet_s'] * 1e3:9.1f} ms")
+    print(f"  whole training step (cache warm)     {r['step_s'] * 1e3:9.1f} ms   ratio {r['ratio']:.3f}, spread "
+          f"{r['spread']:.3f} over {r['rounds']} rounds ({r['loaded']} kept although loaded)")
+    print(f"  ratio per two rounds (one of each order): {' '.join(f'{x:.3f}' for x in r['ratios'])}")
+    if all(r["peaks"]):
+        print(f"  peak resident memory: UNet alone {r['peaks'][0] / 2**20:.0f} MiB, training step "
+              f"{r['peaks'][1] / 2**20:.0f} MiB")
+    if r["case"] == "tiny":
+        print(f"  one epoch: cache cold {r['cold_rate']:.2f} samples/s (host calls {r['calls']}), warm "
+              f"{r['warm_rate']:.2f} samples/s")
+    Breakdown(r["forward_ms"], r["backward_ms"], r["profiled_ms"]).print(f"  breakdown ({r['case']})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_timing_arguments(parser, 4, "pairs of rounds (UNet alone, training step; the tiny case 4x as many)")
+    parser.add_argument("--cases", default="tiny,sdxl", help="comma-separated cases: tiny, sdxl, sd15 (SD1.5 at 512 px: about 10 more minutes)")
+    parser.add_argument("--sdxl-size", type=int, default=256, help="image size of the SDXL case, in pixels")
+    parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: run one case, write its figures here
+    args = parser.parse_args(argv)
+    if args.case_json:
+        return _child(args)
+
+    import torch
+
+    print("Nested Attention training step vs the frozen UNet (fp32, CPU), its breakdown, and the feature cache")
+    print(f"machine: {machine(args.threads)}; torch {torch.__version__}; load average {load_average()}")
+    results = {}
+    for case in args.cases.split(","):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [sys.executable, "-m", __spec__.name, *(argv if argv is not None else sys.argv[1:]),
+                       "--case-json", out.name, "--cases", case]
+            subprocess.run(command, check=True)
+            results[case] = json.loads(Path(out.name).read_text())
+        print_case(results[case])
+    unsteady = [c for c, r in results.items() if r["spread"] > abs(r["ratio"] - 1)]
+    if "tiny" in results:
+        print(f"\ncache: one epoch warm / cold = {results['tiny']['warm_rate'] / results['tiny']['cold_rate']:.2f}x "
+              "(tiny case: the host's VAE, CLIP and CLIP vision are real there)")
+    print(f"\nload average at the end {load_average()}")
+    if unsteady:
+        print(f"no RESULT: the spread over the rounds of {unsteady} is larger than the overhead measured; run again "
+              "on a quieter machine or with more --repeats")
+        return 1
+    if {"tiny", "sdxl"} <= set(results):
+        print(f"RESULT train_step_overhead={results['tiny']['ratio']:.3f} "
+              f"sdxl_train_step_overhead={results['sdxl']['ratio']:.3f} "
+              f"cache_speedup={results['tiny']['warm_rate'] / results['tiny']['cold_rate']:.2f}")
+    return 0
+
+
+def _child(args) -> int:
+    from ..training.bootstrap import bootstrap_comfy
+
+    logging.basicConfig(level=logging.WARNING)
+    bootstrap_comfy()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    Path(args.case_json).write_text(json.dumps(run_case(args.cases, args)))
     return 0
 
 
