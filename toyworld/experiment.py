@@ -56,6 +56,7 @@ class EncoderStageConfig:
     lr: float = 1e-3
     warmup: int = 100
     background_loss_weight: float = 0.25  # the loss outside the subject's mask (identity is inside it)
+    reference_mask: float = 0.5  # references masked, the rest whole (evaluation and users: whole)
     num_tokens: int = TOY_FAMILY.encoder.num_tokens  # the encoder: the toy family's (family.py)
     width: int = TOY_FAMILY.encoder.width
     depth: int = TOY_FAMILY.encoder.depth
@@ -230,7 +231,7 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         num_tokens=config.num_tokens, encoder_width=config.width, encoder_depth=config.depth,
         encoder_heads=config.heads, encoder_dim_head=config.dim_head, encoder_ff_mult=config.ff_mult,
         max_steps=config.steps, batch_size=config.batch, lr=config.lr, warmup_steps=config.warmup,
-        background_loss_weight=config.background_loss_weight,
+        background_loss_weight=config.background_loss_weight, reference_mask=config.reference_mask,
         precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
         cache_dir=str(out_dir / "encoders" / "feature_cache"))
     models = load_base_models(common)

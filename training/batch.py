@@ -59,8 +59,9 @@ class Batch:
 
 
 def plan_row(data: TrainingData, image: int, epoch: int, position: int, seed: int, reference_mode: str,
-             augment_views: int, drops: tuple[float, float, float]) -> RowPlan:
-    """The random choices of one row; ``drops`` = (text, subject, both) probabilities."""
+             augment_views: int, drops: tuple[float, float, float], mask_share: float = 1.0) -> RowPlan:
+    """The random choices of one row; ``drops`` = (text, subject, both) probabilities, ``mask_share``
+    the probability that the reference is masked."""
     rng = random.Random(f"{seed}/{epoch}/{position}/plan")
     u, drop = rng.random(), "none"
     for name, p in zip(DROPS[1:], drops):
@@ -68,7 +69,7 @@ def plan_row(data: TrainingData, image: int, epoch: int, position: int, seed: in
             drop = name
             break
         u -= p
-    reference = choose_reference(data, image, rng, reference_mode, augment_views)
+    reference = choose_reference(data, image, rng, reference_mode, augment_views, mask_share)
     return RowPlan(image, epoch, position, reference, drop)
 
 
@@ -91,7 +92,8 @@ def assemble(store: FeatureStore, data: TrainingData, plans: list[RowPlan], mode
         texts.append(text)
         crops.append(latent.crop)
         prompts.append(prompt)
-        references.append(store.reference(data.images[plan.reference.image], plan.reference.view))
+        references.append(store.reference(data.images[plan.reference.image], plan.reference.view,
+                                          plan.reference.masked))
         sigmas.append(sigma)
         noises.append(noise[None])
         masks.append(latent.mask)

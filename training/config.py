@@ -74,6 +74,10 @@ class TrainConfig:
                                         "training image itself (a reconstruction check).",
                           group="data", choices=REFERENCES)
     augment_views: int = flag(4, help="Augmented crops per image, for subjects with a single image.", group="data")
+    reference_mask: float = flag(0.5, help="Share of the references whose background the subject's mask blanks (for "
+                                           "images that have a mask); the others are seen whole, as users usually "
+                                           "give them, so the encoder learns both (1 = always masked, 0 = never).",
+                                 group="data")
     skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word, "
                                                "and images under 16 pixels on the shorter side (default: stop with "
                                                "an error naming the file).", group="data")
@@ -154,6 +158,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if _value_type(f) is float and isinstance(value, (int, float)) and not math.isfinite(value):
                 raise TrainingConfigError(f"--{_flag(f.name)} must be a finite number, got {value!r}")
+        if not 0 <= self.reference_mask <= 1:
+            raise TrainingConfigError(f"--reference-mask is a share in [0, 1], got {self.reference_mask!r}")
         for name in ("lr", "weight_decay", "max_grad_norm", "background_loss_weight", "sample_cfg"):
             if getattr(self, name) < 0:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")

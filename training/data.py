@@ -97,6 +97,7 @@ class TrainingData:
 class ReferenceChoice:
     image: int  # index into TrainingData.images
     view: Optional[int]  # None: the whole image; k: the k-th augmented crop
+    masked: bool = True  # the background blanked by the image's mask (when it has one)
 
 
 # ---- scanning -----------------------------------------------------------------------------------
@@ -331,13 +332,14 @@ def target_mask(image: TrainImage, resolution: int) -> Optional[torch.Tensor]:
     return to_tensor(load_mask(image.mask_path, image.size).resize(resized, Image.BILINEAR).crop(box))
 
 
-def reference_pixels(image: TrainImage, view: Optional[int]) -> torch.Tensor:
-    """A reference image for the CLIP vision tower: [1, H, W, 3], background blanked by the mask.
+def reference_pixels(image: TrainImage, view: Optional[int], masked: bool = True) -> torch.Tensor:
+    """A reference image for the CLIP vision tower: [1, H, W, 3], background blanked by the mask when
+    ``masked`` and the image has one (``prepare_reference_images``, as the Subject node does).
 
     ``view`` None is the whole image; an integer is a deterministic augmented crop (a random square-ish
     crop of 60-100% of the shorter side, flipped half of the time), the same for the same image bytes."""
     pixels = load_rgb(image.path)
-    mask = load_mask(image.mask_path, image.size) if image.mask_path else None
+    mask = load_mask(image.mask_path, image.size) if image.mask_path and masked else None
     if view is not None:
         rng = random.Random(f"{image.digest}/{view}")
         width, height = pixels.size
@@ -352,11 +354,13 @@ def reference_pixels(image: TrainImage, view: Optional[int]) -> torch.Tensor:
     return prepare_reference_images(to_tensor(pixels), to_tensor(mask) if mask is not None else None)
 
 
-def choose_reference(data: TrainingData, index: int, rng: random.Random, mode: str, views: int) -> ReferenceChoice:
-    """The reference of training image ``index``: another image of its subject, else a crop of itself."""
+def choose_reference(data: TrainingData, index: int, rng: random.Random, mode: str, views: int,
+                     mask_share: float = 1.0) -> ReferenceChoice:
+    """The reference of training image ``index``: another image of its subject, else a crop of itself;
+    masked with probability ``mask_share`` (drawn last: the image and view do not depend on it)."""
     if mode == "self":
-        return ReferenceChoice(index, None)
-    others = [i for i in data.subjects[data.images[index].subject] if i != index]
-    if others:
-        return ReferenceChoice(rng.choice(others), None)
-    return ReferenceChoice(index, rng.randrange(views))
+        image, view = index, None
+    else:
+        others = [i for i in data.subjects[data.images[index].subject] if i != index]
+        image, view = (rng.choice(others), None) if others else (index, rng.randrange(views))
+    return ReferenceChoice(image, view, rng.random() < mask_share)

@@ -108,12 +108,13 @@ class FeatureStore:
         ids = {k.split(".", 1)[1]: t for k, t in tensors.items() if k.startswith("token_ids.")}
         return TextFeatures(tensors["cond"].float(), pooled.float() if pooled is not None else None, words, ids)
 
-    def reference(self, image: TrainImage, view: Optional[int]) -> torch.Tensor:
-        """CLIP vision penultimate hidden states of a reference image (or crop): [1, T, F]."""
-        key = feature_key("clip_vision", self.clip_vision_id, image.digest, image.mask_digest, view)
+    def reference(self, image: TrainImage, view: Optional[int], masked: bool = True) -> torch.Tensor:
+        """CLIP vision penultimate hidden states of a reference image (or crop), masked or whole: [1, T, F]."""
+        mask_digest = image.mask_digest if masked else None  # an image without mask: the same entry either way
+        key = feature_key("clip_vision", self.clip_vision_id, image.digest, mask_digest, view)
         found = self.cache.load("clip_vision", key)
         if found is None:
-            features = as_stored(self.encoders.image(reference_pixels(image, view)), FEATURE_DTYPE)
+            features = as_stored(self.encoders.image(reference_pixels(image, view, masked)), FEATURE_DTYPE)
             self.cache.save("clip_vision", key, {"features": features}, {})
         else:
             features = found[0]["features"]

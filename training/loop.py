@@ -79,7 +79,7 @@ def plans_for(session: TrainingSession, micro_index: int):
     cfg = session.config
     epoch, rows = session.order.micro_batch(micro_index)
     plans = [plan_row(session.data, image, epoch, position, cfg.seed, cfg.reference, cfg.augment_views,
-                      (cfg.drop_text, cfg.drop_subject, cfg.drop_both)) for image, position in rows]
+                      (cfg.drop_text, cfg.drop_subject, cfg.drop_both), cfg.reference_mask) for image, position in rows]
     return epoch, plans
 
 

@@ -74,6 +74,7 @@ class NestedAttentionPatch:
             return self._with_subjects(base, q, k, v, extra, step)
 
     def _with_subjects(self, base, q, k, v, extra, step):
+        """``base`` with the active bindings' subjects applied, grouped by rule, in the bindings' order."""
         by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
         applied = []  # (binding, its SubjectAttention), for an attention-map recorder (preview.py)
         grid, areas = _token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"])

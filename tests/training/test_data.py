@@ -134,6 +134,48 @@ def test_masks_blank_the_reference_background_and_weight_the_loss(training, sdxl
     assert batch.weight[1].eq(1).all()
 
 
+def test_a_share_of_the_references_is_masked_drawn_last_and_the_same_on_every_run(helpers, tmp_path, has_word):
+    from nested_attention.training.data import choose_reference
+
+    data = scan(helpers.make_data(tmp_path / "data", {"many": 3, "one": 1}), has_word, default_word="person")
+
+    def draws(share, index):
+        rng = random.Random(7)
+        return [choose_reference(data, index, rng, "other", 4, share) for _ in range(400)]
+
+    for index in (0, 3):  # another image of the subject; an augmented crop of a single image
+        always, never, half = draws(1.0, index), draws(0.0, index), draws(0.5, index)
+        assert all(r.masked for r in always) and not any(r.masked for r in never)
+        assert 0.4 < sum(r.masked for r in half) / len(half) < 0.6
+        # the mask is drawn last: which image and crop is chosen does not depend on the share
+        assert [(r.image, r.view) for r in half] == [(r.image, r.view) for r in always]
+        assert half == draws(0.5, index)
+
+
+def test_a_masked_and_a_whole_reference_are_two_cache_entries_only_when_there_is_a_mask(helpers, tmp_path, has_word):
+    from nested_attention.training.cache import FeatureCache
+    from nested_attention.training.data import reference_pixels
+    from nested_attention.training.features import FeatureStore
+
+    folder = helpers.make_data(tmp_path / "data", {"a": 2})
+    (folder / "a" / "masks").mkdir()
+    mask = np.zeros((64, 72), dtype=np.uint8)
+    mask[:, :36] = 255  # subject = left half
+    Image.fromarray(mask).save(folder / "a" / "masks" / "000.png")
+    data = scan(folder, has_word, default_word="person")
+    masked_image, plain_image = data.images
+    whole, masked = reference_pixels(masked_image, None, masked=False), reference_pixels(masked_image, None)
+    assert torch.all(masked[0, :, 40:] == 1.0) and not torch.all(whole[0, :, 40:] == 1.0)
+    assert torch.equal(whole[0, :, :30], masked[0, :, :30])  # the subject is the same pixels
+
+    encoders = FakeEncoders()
+    store = FeatureStore(encoders, FeatureCache(tmp_path / "cache"), "ckpt", "vision", 64)
+    assert not torch.equal(store.reference(masked_image, None, True), store.reference(masked_image, None, False))
+    assert encoders.calls["clip_vision"] == 2
+    store.reference(plain_image, None, True), store.reference(plain_image, None, False)
+    assert encoders.calls["clip_vision"] == 3  # no mask: masked or not, one entry
+
+
 def test_cache_keys_follow_the_content(training, helpers, tmp_path, has_word):
     """A changed image, caption or model file is a new key; an unchanged one is read back."""
     from nested_attention.training.cache import FeatureCache, file_identity
