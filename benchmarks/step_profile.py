@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from ..nested_attention_core.profiling import PREFIX
 
 BACKWARD_NODE = "autograd::engine::evaluate_function"
+# parts whose cost does not grow with the image's size (per step, or per reference image)
+PER_IMAGE_PARTS = ("data", "resampler", "nested_projections", "subject_encoder", "gradients", "optimizer",
+                   "finite_check", None)
 PARTS = {  # scope name -> what the breakdown calls it, in the order of a step
     "data": "data and cache reads",
     "resampler": "subject encoder: resampler",
@@ -37,6 +40,19 @@ class Breakdown:
     forward_ms: dict  # part -> ms of its own ops outside backward
     backward_ms: dict  # part -> ms of the backward of its ops
     wall_ms: float  # the profiled step, as timed (the profiler slows it)
+
+    def part_ms(self, part) -> float:
+        return self.forward_ms.get(part, 0.0) + self.backward_ms.get(part, 0.0)
+
+    def ratio(self, scale: float = 1.0) -> float:
+        """(step) / (its frozen UNet part), with the image's pixels times ``scale``: the parts that do not
+        depend on the image (the optimizer and clipping, the finite check, the subject encoder, the data)
+        kept, the others (the frozen UNet, the attn2 patch and the nested attention, the autograd
+        engine) times ``scale``. An upper bound at scale > 1 for the nested attention, whose per-call
+        overhead does not grow with the image."""
+        per_image = sum(self.part_ms(p) for p in PER_IMAGE_PARTS)
+        per_pixel = sum(self.part_ms(p) for p in PARTS if p not in PER_IMAGE_PARTS and p != "denoise")
+        return 1 + (per_image + scale * per_pixel) / (scale * self.part_ms("denoise"))
 
     def print(self, title: str) -> None:
         total = sum(self.forward_ms.values()) + sum(self.backward_ms.values())

@@ -8,7 +8,7 @@ real trainer (``training/``: session, data folder, feature cache, the loop's ``o
 * ``tiny``: the tiny SD1.5 test checkpoint (toyworld/tiny_models.py: a one-level UNet at SD1.5's
   widths, 4 cross-attention layers, real CLIP-L, TAESD-shaped VAE; tiny CLIP vision), 128 px,
   batch 4, an encoder scaled to it as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2).
-  Also the cache: samples/s of an epoch with the cache warm over the same epoch cold (median of 5,
+  Also the cache: samples/s of an epoch with the cache warm over the same epoch cold (median of 9,
   each cold epoch on a new cache folder).
 * ``sdxl``: ComfyUI's own SDXL architecture (2.57B parameters, 70 cross-attention layers, seeded
   random weights: ``architectures.py``), batch 1 at ``--sdxl-size`` px (256 by default: training it
@@ -42,7 +42,6 @@ import argparse
 import gc
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
@@ -63,8 +62,9 @@ CASES = {  # name -> (images per subject, subjects, default resolution, batch)
     "sd15": (1, 2, 512, 1),
 }
 POOLED = {"sd15": None, "sdxl": 1280}
+TRAINING_RESOLUTION = {"tiny": 128, "sd15": 512, "sdxl": 1024}  # what users train at (the families' defaults)
 TINY_ROUNDS_FACTOR = 4
-CACHE_ROUNDS = 5  # cold / warm epochs of the tiny case, each cold one on a new cache folder
+CACHE_ROUNDS = 9  # cold / warm epochs of the tiny case, each cold one on a new cache folder
 
 
 def write_data(root: Path, subjects: int, per_subject: int) -> Path:
@@ -108,6 +108,12 @@ def base_models(case: str):
     models = BaseModels(patcher, StandInClip(clip, family.context_dim, POOLED[case]), StandInVAE(),
                         StandInClipVision(), files[case], files["clip_vision"], family, VIT_H_WIDTH)
     return models, files[case], files["clip_vision"], {}
+
+
+def minor_page_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def spread(ratios: list[float]) -> float:
@@ -201,14 +207,18 @@ def run_case(case: str, args) -> dict:
             peak_memory_reset()
             fn()
             peaks.append(peak_memory_bytes())
+        faults = [minor_page_faults()]
         breakdown = profile_step(training_step, {"resampler": [warm.encoder.resampler],
                                                  "nested_projections": list(warm.encoder.nested_layers.values())})
+        faults.append(minor_page_faults())
         reference = profile_step(unet_alone, {})
+        faults.append(minor_page_faults())
         result.update(unet_s=statistics.median(a for a, _ in rounds), step_s=statistics.median(s for _, s in rounds),
                       ratio=statistics.median(ratios), spread=spread(ratios), rounds=len(rounds), ratios=ratios,
                       loaded=guard.loaded, peaks=peaks, forward_ms=breakdown.forward_ms,
                       backward_ms=breakdown.backward_ms, profiled_ms=breakdown.wall_ms,
-                      reference_ms=sum(reference.forward_ms.values()) + sum(reference.backward_ms.values()))
+                      reference_ms=sum(reference.forward_ms.values()) + sum(reference.backward_ms.values()),
+                      faults=[faults[1] - faults[0], faults[2] - faults[1]])
     return result
 
 
@@ -232,6 +242,16 @@ def print_case(r: dict) -> None:
               f"{r['cache_speedup']:.2f} of {' '.join(f'{x:.2f}' for x in r['cache_speedups'])}")
     Breakdown(r["forward_ms"], r["backward_ms"], r["profiled_ms"]).print(f"  breakdown ({r['case']})")
     print(f"  {'(the frozen UNet alone, profiled the same way)':<42}{r['reference_ms']:>23.1f}")
+    print(f"  minor page faults while profiled (memory the kernel maps in afresh): the step {r['faults'][0]}, the "
+          f"UNet alone {r['faults'][1]}")
+    breakdown = Breakdown(r["forward_ms"], r["backward_ms"], r["profiled_ms"])
+    native = TRAINING_RESOLUTION[r["case"]]
+    scale = (native / r["resolution"]) ** 2
+    line = f"  from the profile: step / its own frozen-UNet part {breakdown.ratio():.3f} at {r['resolution']} px"
+    if scale != 1:
+        line += (f"; at {native} px (x{scale:.0f} pixels; the encoder, optimizer and clipping unchanged, the rest "
+                 f"x{scale:.0f}) at most {breakdown.ratio(scale):.3f}")
+    print(line)
 
 
 def main(argv=None) -> int:
