@@ -57,7 +57,7 @@ SUBJECTS = {"alice": "woman", "bob": "man", "rex": "dog", "tom": "cat"}
 TINY_ENCODER = {"num_tokens": 16, "encoder_width": 128, "encoder_depth": 2, "encoder_heads": 2,
                 "encoder_dim_head": 64, "encoder_ff_mult": 4}
 CASES = {  # name -> (images per subject, subjects, default resolution, batch)
-    "tiny": (2, 4, 128, 4),
+    "tiny": (4, 4, 128, 4),  # 16 images: a 4-step epoch, long enough to time the cache
     "sdxl": (1, 2, 256, 1),
     "sd15": (1, 2, 512, 1),
 }
