@@ -63,7 +63,7 @@ CASES = {  # name -> (images per subject, subjects, default resolution, batch)
 }
 POOLED = {"sd15": None, "sdxl": 1280}
 TRAINING_RESOLUTION = {"tiny": 128, "sd15": 512, "sdxl": 1024}  # what users train at (the families' defaults)
-TINY_ROUNDS_FACTOR = 4
+TINY_ROUNDS_FACTOR = 3
 CACHE_ROUNDS = 9  # cold / warm epochs of the tiny case, each cold one on a new cache folder
 
 
@@ -200,7 +200,8 @@ def run_case(case: str, args) -> dict:
 
         guard = LoadGuard(args.max_other_load, args.retry_budget)
         repeats = args.repeats * (TINY_ROUNDS_FACTOR if case == "tiny" else 1)  # a tiny step is short and noisy
-        rounds = interleaved([unet_alone, training_step], 2 * repeats, args.warmup, guard)
+        warmup = args.warmup if case == "tiny" else max(args.warmup, 2)  # a full-size UNet's memory settles later
+        rounds = interleaved([unet_alone, training_step], 2 * repeats, warmup, guard)
         ratios = order_balanced_ratios(rounds)
         peaks = []
         for fn in (unet_alone, training_step):
@@ -256,7 +257,7 @@ def print_case(r: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_timing_arguments(parser, 4, "pairs of rounds (UNet alone, training step; the tiny case 4x as many)")
+    add_timing_arguments(parser, 6, "pairs of rounds (UNet alone, training step; the tiny case 4x as many)")
     parser.add_argument("--cases", default="tiny,sdxl", help="comma-separated cases: tiny, sdxl, sd15 (SD1.5 at 512 px: about 10 more minutes)")
     parser.add_argument("--sdxl-size", type=int, default=256, help="image size of the SDXL case, in pixels")
     parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: run one case, write its figures here
