@@ -257,7 +257,7 @@ def print_case(r: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_timing_arguments(parser, 6, "pairs of rounds (UNet alone, training step; the tiny case 4x as many)")
+    add_timing_arguments(parser, 6, "pairs of rounds (UNet alone, training step; the tiny case 3x as many)")
     parser.add_argument("--cases", default="tiny,sdxl", help="comma-separated cases: tiny, sdxl, sd15 (SD1.5 at 512 px: about 10 more minutes)")
     parser.add_argument("--sdxl-size", type=int, default=256, help="image size of the SDXL case, in pixels")
     parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: run one case, write its figures here
