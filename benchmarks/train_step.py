@@ -14,9 +14,9 @@ real trainer (``training/``: session, data folder, feature cache, the loop's ``o
   random weights: ``architectures.py``), batch 1 at ``--sdxl-size`` px (256 by default: training it
   at 1024 px needs more memory and time than a 2-core CPU has), the encoder a user gets for SDXL
   (the family default, IP-Adapter Plus SDXL's sizes: 16 tokens, width 1280, depth 4, on ViT-H's
-  1280-wide features; 427M parameters, 341M of them the 70 layers' nested projections).
-* ``sd15``: ComfyUI's SD1.5 architecture (860M, 16 layers) at 512 px, batch 1, its default encoder
-  (IP-Adapter Plus SD1.5's sizes).
+  1280-wide features; 424M parameters, 341M of them the 70 layers' nested projections).
+* ``sd15`` (only with ``--cases``: about 10 more minutes): ComfyUI's SD1.5 architecture (860M, 16
+  layers) at 512 px, batch 1, its default encoder (IP-Adapter Plus SD1.5's sizes).
 
 No classifier-free-guidance drops: every row of every step trains its subject (a step whose rows all
 dropped the subject has no backward, and would make the timings swing from step to step).
@@ -33,7 +33,7 @@ a warm step never calls the frozen encoders). fp32 on the CPU.
 * the breakdown: one step under the torch profiler, its time by part (``step_profile.py``).
 
 The last line is ``RESULT train_step_overhead=<tiny> sdxl_train_step_overhead=<sdxl> cache_speedup=<x>``;
-when a case's spread over the rounds (interquartile range of the per-round ratios) is larger than its
+when a case's spread (the interquartile range of its order-balanced ratios) is larger than its
 overhead, no RESULT is printed (exit 1).
 """
 from __future__ import annotations
@@ -62,7 +62,6 @@ CASES = {  # name -> (images per subject, subjects, default resolution, batch)
     "sd15": (1, 2, 512, 1),
 }
 POOLED = {"sd15": None, "sdxl": 1280}
-TRAINING_RESOLUTION = {"tiny": 128, "sd15": 512, "sdxl": 1024}  # what users train at (the families' defaults)
 TINY_ROUNDS_FACTOR = 3
 CACHE_ROUNDS = 9  # cold / warm epochs of the tiny case, each cold one on a new cache folder
 
@@ -177,6 +176,8 @@ def run_case(case: str, args) -> dict:
                   "encoder_params": sum(p.numel() for p in encoder.parameters()),
                   "projection_params": sum(p.numel() for p in encoder.nested_layers.parameters()),
                   "encoder": json.loads(encoder.config.to_json()), "built_s": time.perf_counter() - started,
+                  # what users train at: the family's default (the tiny test family's is not a real one)
+                  "family_resolution": resolution if case == "tiny" else models.model_family.resolution,
                   "cache_speedup": statistics.median(speedups), "cache_speedups": speedups, "calls": calls}
 
         _, plans = plans_for(warm, 0)
@@ -246,7 +247,7 @@ def print_case(r: dict) -> None:
     print(f"  minor page faults while profiled (memory the kernel maps in afresh): the step {r['faults'][0]}, the "
           f"UNet alone {r['faults'][1]}")
     breakdown = Breakdown(r["forward_ms"], r["backward_ms"], r["profiled_ms"])
-    native = TRAINING_RESOLUTION[r["case"]]
+    native = r["family_resolution"]
     scale = (native / r["resolution"]) ** 2
     line = f"  from the profile: step / its own frozen-UNet part {breakdown.ratio():.3f} at {r['resolution']} px"
     if scale != 1:

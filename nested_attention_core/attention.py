@@ -78,8 +78,8 @@ def add_nested_values(base, q, k, v, heads: int, subjects: list[SubjectAttention
         m_s * (lambda_s * P_qT v*_q - sum_{j in T_s} P_qj v_j),    P_qT = sum_{j in T_s} P_qj
     Only rows holding a subject token are computed, and of the outer softmax P only the products
     with the subject columns (see :func:`_softmax_times`); P and the correction are accumulated in
-    float32 whatever the input precision. Per-query tensors keep the layout of q ([b, n, h, d] seen as b h n d), so
-    the correction adds to ``base`` without a transpose.
+    float32 whatever the input precision. Per-query tensors keep the layout of q ([b, n, h, d] seen
+    as b h n d), so the correction adds to ``base`` without a transpose.
     """
     active = [s for s in subjects if bool(s.token_mask.any())]
     if not active:

@@ -45,9 +45,9 @@ class NestedAttentionPreview(io.ComfyNode):
     def execute(cls, model, positive, vae, image, steps, probe_seed) -> io.NodeOutput:
         recorder, sigmas = record_attention_maps(model, positive, vae, image, steps, probe_seed)
         if not recorder.words:
-            raise NestedAttentionError("model: no subject acted while probing the image. Connect the model from 'Apply Nested "
-                             "Attention' and the positive prompt from 'Nested Attention Text Encode' that holds each "
-                             "subject's word")
+            raise NestedAttentionError("model: no subject acted while probing the image. Connect the model from "
+                                       "'Apply Nested Attention' and the positive prompt from 'Nested Attention Text "
+                                       "Encode' that holds each subject's word")
         columns = [f"step {i + 1}/{len(sigmas)}  sigma {s:.2f}" for i, s in enumerate(sigmas)]
         panels, means = [], {kind: [] for kind in KINDS}
         for b in range(image.shape[0]):

@@ -50,6 +50,8 @@ def test_the_command_line_gives_the_same_config(training, helpers, tiny_models, 
     ({"lr": 0.0}, r"--lr must be above 0"),
     ({"save_every": -1}, r"--save-every must be 0 or more"),
     ({"output": " "}, r"--output is required"),
+    ({"reference_mask": 1.5}, r"--reference-mask is a share in \[0, 1\], got 1.5"),
+    ({"reference_mask": -0.1}, r"--reference-mask is a share in \[0, 1\], got -0.1"),
 ])
 def test_bad_values_name_the_flag(training, helpers, tiny_models, overrides, message):
     from nested_attention.training.errors import TrainingConfigError
