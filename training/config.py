@@ -270,8 +270,13 @@ def _value_type(f):
 
 
 def parse_args(argv=None, prog: str = "nested-attention-train") -> TrainConfig:
-    args = build_parser(prog).parse_args(argv)
-    return TrainConfig(**vars(args))
+    """The command line's config; a bad value ends as argparse's own do: usage, the message, exit 2."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        return TrainConfig(**vars(args))
+    except TrainingConfigError as err:
+        parser.error(str(err))
 
 
 def config_from_argv(argv: list[str]) -> TrainConfig:

@@ -60,6 +60,21 @@ def test_bad_values_name_the_flag(training, helpers, tiny_models, overrides, mes
         helpers.tiny_config(tiny_models, "data", overrides.pop("output", "out"), **overrides)
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--reference-mask", "2", "--reference-mask is a share in [0, 1], got 2.0"),
+    ("--batch-size", "0", "--batch-size must be a positive integer, got 0"),
+    ("--lr", "nan", "--lr must be a finite number, got nan"),
+])
+def test_a_bad_value_on_the_command_line_is_a_usage_error_not_a_traceback(training, capsys, flag, value, message):
+    from nested_attention.training.config import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--checkpoint", "a", "--clip-vision", "b", "--data", "c", "--output", "d", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage:" in err and "Traceback" not in err
+
+
 def test_model_files_that_do_not_exist_are_named(training, helpers, tiny_models, tmp_path):
     from nested_attention.training.errors import TrainingConfigError
     from nested_attention.training.session import open_session
