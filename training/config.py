@@ -122,6 +122,13 @@ class TrainConfig:
     resume: Optional[str] = flag(None, help="Continue a run: a state file, or 'latest' for the newest state in "
                                             "<output>/states.", group="output", metavar="FILE|latest")
     log_every: int = flag(10, help="Write a train_log.jsonl line every K steps.", group="output")
+    validation_data: Optional[str] = flag(None, help="A folder of subjects the run does not train on (the --data "
+                                                     "layout): every --validate-every steps the log gets the "
+                                                     "reference gap, the loss with another subject's reference minus "
+                                                     "the loss with the subject's own (does the encoder use it?).",
+                                          group="output", metavar="DIR")
+    validate_every: int = flag(500, help="Steps between two reference-gap measurements on --validation-data.",
+                               group="output")
     progress_bar: bool = flag(True, help="Show a tqdm progress bar (--no-progress-bar to hide).", group="output")
     # ---- samples
     sample_every: int = flag(500, help="Sample a PNG grid every K steps (0 = never).", group="samples")
@@ -140,7 +147,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise TrainingConfigError(f"--{_flag(name)} is required: give a path")
         positive = ("augment_views", "max_steps", "batch_size", "grad_accum", "keep_states", "log_every",
-                    "sample_count", "sample_steps")
+                    "sample_count", "sample_steps", "validate_every")
         optional_positive = ("num_tokens", "encoder_width", "encoder_depth", "encoder_heads", "encoder_dim_head",
                              "encoder_ff_mult", "resolution")
         for name in positive + optional_positive:
@@ -220,7 +227,7 @@ STRUCTURAL_FIELDS = ("num_tokens", "encoder_width", "encoder_depth", "encoder_he
                      "encoder_ff_mult", "resolution", "batch_size", "grad_accum", "seed", "reference")
 # Fields that only say where things go or how they are reported: never compared on resume.
 REPORTING_FIELDS = ("output", "comfyui", "cpu", "extra_module", "cache_dir", "cache_memory_mb", "cache", "resume",
-                    "log_every",
+                    "log_every", "validation_data", "validate_every",
                     "progress_bar", "save_every", "keep_states", "sample_every", "sample_prompts", "sample_count",
                     "sample_steps", "sample_cfg", "sample_sampler", "sample_scheduler", "sample_seed", "name")
 

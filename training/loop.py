@@ -27,6 +27,7 @@ from .batch import assemble, plan_row
 from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
 from .logbook import Logbook
+from .validation import ReferenceGap
 from .optim import apply_hyperparameters, clip_gradients
 from .outputlock import hold_output
 from .samples import render_grid, sample_prompts
@@ -244,6 +245,7 @@ def run(session: TrainingSession) -> TrainResult:
     logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar, name)
     prompts = sample_prompts(session.data, cfg.sample_prompts, cfg.sample_count, session.has_word) \
         if cfg.sample_every and dist.is_main else []
+    gap = ReferenceGap(session, cfg.validation_data) if cfg.validation_data and dist.is_main else None
     if start == 0:
         logbook.write(session.data.summary())
     for name, fields in events:
@@ -270,6 +272,9 @@ def run(session: TrainingSession) -> TrainResult:
                 if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps and not stopping:
                     weights = save(session, step, epoch)
                     logbook.event("save", step=step, weights=str(weights))
+                if gap is not None and (step % cfg.validate_every == 0 or step == cfg.max_steps or step == start + 1):
+                    with scope("validation"):
+                        logbook.event("validation", step=step, **gap(session))
                 if prompts and (step % cfg.sample_every == 0 or step == cfg.max_steps):
                     grid = render_grid(session, prompts, cfg.samples_dir / f"step{step:07d}.png")
                     logbook.event("samples", step=step, path=str(grid))
