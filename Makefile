@@ -4,7 +4,7 @@
 #   make browser - what the browser test needs: ComfyUI's frontend packages (the versions its
 #                  requirements.txt pins), playwright, and a Chromium (the machine's, else Debian's
 #                  package when root, else `playwright install chromium`)
-#   make toyworld      - the toy-world experiment from scratch (<= 90 min on 2 cores), updates the
+#   make toyworld      - the toy-world experiment from scratch (<= 150 min on 2 cores), updates the
 #                        committed weights (toyworld/weights) and results (docs/toyworld)
 #   make toyworld-eval - re-evaluate the committed toy-world weights (minutes), compare with docs/toyworld
 PYTHON      ?= python3

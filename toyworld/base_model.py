@@ -6,11 +6,14 @@ Every module is built with ComfyUI's own classes and initialised here (ComfyUI's
 initialisation): trained parts get PyTorch's default init with zeroed residual outputs (as the SD
 UNet zeroes them), frozen parts a seeded random init that keeps their input's information:
 
-* text encoder: random and frozen (the UNet learns to read it). Token embeddings outside the
-  world's vocabulary (the BPE tokens of its captions and the special tokens) are zero, which keeps
-  the committed file small; any other word reads as "no word".
-* CLIP vision tower: random and frozen; 4 px patches of the 64 px image, so the patch projection
-  (48 -> 64) loses nothing; position embeddings strong enough to survive the pre-norm.
+* text encoder: seeded random init, then trained with the vision tower (``clip_training.py``;
+  the first edition kept it random and frozen); frozen while the UNet learns to read it. Token
+  embeddings outside the world's vocabulary (the BPE tokens of its captions and attribute words,
+  and the special tokens) are zero, which keeps the committed file small; any other word reads as
+  "no word".
+* CLIP vision tower (first edition only; the second trains it with the text encoder,
+  ``clip_training.py``): random and frozen; 4 px patches of the 64 px image, so the patch
+  projection (48 -> 64) loses nothing; position embeddings strong enough to survive the pre-norm.
 """
 from __future__ import annotations
 
@@ -96,11 +99,18 @@ def new_text_encoder_state(texts, seed: int) -> dict:
     return encoder.state_dict()
 
 
-def new_clip_vision(seed: int):
-    """The frozen toy CLIP vision tower (ComfyUI ``ClipVisionModel``), seeded."""
+def toy_text_encoder(state: dict):
+    """The toy ``ToyWorldClipModel`` (fp32) holding ``state`` (``clip_l.*`` keys)."""
+    encoder = toy_models().ToyWorldClipModel(device="cpu", dtype=torch.float32)
+    encoder.load_state_dict(state)
+    return encoder
+
+
+def new_clip_vision(seed: int, config=None):
+    """A toy CLIP vision tower (ComfyUI ``ClipVisionModel`` of ``config``, default the toy world's), seeded."""
     import comfy.clip_vision
 
-    tower = comfy.clip_vision.ClipVisionModel(str(toy_models().TOY_CLIP_VISION_CONFIG))
+    tower = comfy.clip_vision.ClipVisionModel(str(config or toy_models().TOY_CLIP_VISION_CONFIG))
     init_frozen_random(tower.model, "clip_vision", seed, {"position_embedding": 0.5, "class_embedding": 1.0})
     return tower
 

@@ -20,54 +20,76 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base_model import (CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_clip_vision,
-                         new_model, new_text_encoder_state, save_file)
+from .base_model import CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_model, save_file
+from .description import attribute_words
 from .scene import all_scenes, caption, caption_two
 from .comfy_runtime import load_host
 from .identity import DOMAINS
 from .progress import progress_bar
 from .unet_training import UNetTrainConfig, encode_captions, train_unet
-from .vae_training import VaeTrainConfig, raw_latents, reconstruction_error, train_taesd
+from .vae_training import VaeTrainConfig, new_taesd, raw_latents, reconstruction_error, train_taesd
+
+VAE_FILE = "vae.safetensors"
 
 
 @dataclass(frozen=True)
 class BaseConfig:
-    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
     unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    described_share: float = 0.5  # single-subject images whose caption names the attributes; the rest: class word
     seed: int = 0
 
 
 def world_captions() -> list[str]:
-    """Every caption the world writes (one subject of each domain, and two subjects), then ""."""
+    """Every class-word caption the world writes (one subject of each domain, two subjects), then "";
+    then every word of an appearance phrase (the text encoder's vocabulary)."""
     scenes = all_scenes()
     texts = [caption(d, s) for d in DOMAINS for s in scenes]
     texts += [caption_two(s, side) for s in scenes for side in ("left", "right")]
-    return sorted(set(texts)) + [""]
+    return sorted(set(texts)) + [""] + attribute_words()
 
 
-def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseConfig, bar=None,
-               heldout_images: np.ndarray | None = None) -> dict:
-    """Train and write the base model from uint8 images [N, 64, 64, 3] and their captions.
+def build_vae(images: np.ndarray, out_dir, config: VaeTrainConfig, bar=None,
+              heldout_images: np.ndarray | None = None) -> dict:
+    """Train the VAE; write ``out_dir/vae.safetensors`` (fp32) and return its report."""
+    load_host()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    with progress_bar(bar, config.steps, "vae") as progress:
+        vae = train_taesd(images, config, progress)
+    check = heldout_images if heldout_images is not None else images[:256]
+    report = {"seconds": round(time.perf_counter() - started, 1),
+              "heldout_l1": round(reconstruction_error(vae, check[:256]), 4),
+              "vae_scale": float(vae.vae_scale), "vae_shift": float(vae.vae_shift)}
+    save_file(vae.state_dict(), out_dir / VAE_FILE, {"toyworld": "vae"}, dtype=torch.float32)
+    (out_dir / "vae_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def load_vae(path):
+    from safetensors.torch import load_file
+
+    vae = new_taesd(0)
+    vae.load_state_dict(load_file(str(path)))
+    return vae.eval().requires_grad_(False)
+
+
+def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseConfig, vae_dir, clip_dir,
+               bar=None) -> dict:
+    """Train and write the base model from uint8 images [N, 64, 64, 3] and their captions, with the VAE
+    of ``vae_dir`` (``build_vae``) and the toy CLIP of ``clip_dir`` (``clip_training.build_clip``).
 
     ``bar(total, desc)`` makes a progress bar (tqdm-like) or is None. Returns the report (also
     written to ``out_dir/base_report.json``)."""
+    from safetensors.torch import load_file
+
     load_host()
-    out_dir = Path(out_dir)
+    out_dir, clip_dir = Path(out_dir), Path(clip_dir)
     models_dir = out_dir / "models"
     report: dict = {"config": asdict(config), "images": int(len(images))}
-
-    started = time.perf_counter()
-    with progress_bar(bar, config.vae.steps, "base: VAE") as progress:
-        vae = train_taesd(images, config.vae, progress)
-    check = heldout_images if heldout_images is not None else images[:256]
-    report["vae"] = {"seconds": round(time.perf_counter() - started, 1),
-                     "heldout_l1": round(reconstruction_error(vae, check[:256]), 4),
-                     "vae_scale": float(vae.vae_scale), "vae_shift": float(vae.vae_shift)}
-
-    vocabulary = world_captions()
-    text_state = new_text_encoder_state(vocabulary, config.seed)
-    save_file(new_clip_vision(config.seed).model.state_dict(), models_dir / "clip_vision" / CLIP_VISION_NAME,
-              {"toyworld": "clip_vision", "seed": config.seed})
+    vae = load_vae(Path(vae_dir) / VAE_FILE)
+    text_state = load_file(str(clip_dir / "text_encoder.safetensors"))
+    save_file(load_file(str(clip_dir / "clip_vision.safetensors")), models_dir / "clip_vision" / CLIP_VISION_NAME,
+              {"toyworld": "clip_vision", "trained": "contrastive, toyworld/clip_training.py"})
 
     # A provisional checkpoint with the fresh UNet, loaded back through ComfyUI's loader.
     provisional = out_dir / "provisional_base.safetensors"

@@ -21,7 +21,7 @@ from .errors import ToyWorldError
 from .evaluation import EvalConfig
 from .experiment import PRESETS, STAGES, run as run_experiment
 from .progress import tqdm_bar
-from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, compare_results, run_evaluation,
+from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, RESULTS_FORMAT, compare_results, run_evaluation,
                       update_repository)
 from .identity import DOMAINS, HELDOUT_START
 from .preview import contact_sheet, default_identities
@@ -123,8 +123,14 @@ def main(argv=None) -> int:
             scores = run_evaluation(args.weights, args.out_dir, EvalConfig(), tqdm_bar)
             print((args.out_dir / "results.md").read_text())
             if args.compare.is_file():
-                difference = compare_results(scores, json.loads(args.compare.read_text())["scores"])
-                print(f"largest difference from {args.compare}: {difference:.2e}")
+                committed = json.loads(args.compare.read_text())
+                if committed.get("format") != RESULTS_FORMAT:
+                    print(f"{args.compare} is of another results structure (format {committed.get('format', 1)}, this "
+                          f"evaluation writes format {RESULTS_FORMAT}): not compared; replace it with "
+                          f"{args.out_dir / 'results.json'} (and the other result files) to commit the new results")
+                else:
+                    difference = compare_results(scores, committed["scores"])
+                    print(f"largest difference from {args.compare}: {difference:.2e}")
         else:
             write_training_folder(args.root, args.domains, range(args.first_id, args.first_id + args.ids), args.renders,
                                   seed=args.seed, size=args.size, masks=not args.no_masks,

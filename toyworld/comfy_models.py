@@ -12,8 +12,8 @@ it) adds:
   (``model_channels`` 64, context 64), so no real checkpoint can ever match it;
 * a CLIP vision recogniser: ComfyUI's ``load_clipvision_from_sd`` runs first; only when it
   returns None (it knows towers by layer count) and the state dict has exactly the layout of a
-  registered config (the toy tower's, ``toy_clip_vision.json``) is a ``ClipVisionModel`` built
-  from that config;
+  registered config (the toy tower's, ``toy_clip_vision.json``, or the first edition's random
+  tower, ``toy_clip_vision_first_edition.json``) is a ``ClipVisionModel`` built from that config;
 * ``TOY_FAMILY`` (``family.py``) in the pack's model-family registry.
 
 The tests' tiny models register through the same two helpers (``tiny_models.py``).
@@ -36,6 +36,8 @@ from .family import TOY_CONTEXT_DIM, TOY_FAMILY
 log = logging.getLogger(__name__)
 
 TOY_CLIP_VISION_CONFIG = Path(__file__).resolve().parent / "toy_clip_vision.json"
+# The first edition's random tower (4 px patches): weights made with it still load.
+FIRST_EDITION_CLIP_VISION_CONFIG = Path(__file__).resolve().parent / "toy_clip_vision_first_edition.json"
 _MARK = "_nested_attention_original"  # on our wrapper of the CLIP vision loader: the loader it wraps
 
 # The 2-layer, 64-wide CLIP text encoder of the toy base (full CLIP vocabulary and 77 positions, so
@@ -135,4 +137,5 @@ def register_toy_models() -> None:
     """Idempotent."""
     register_model_config(ToyWorldSD15)
     register_clip_vision_config(TOY_CLIP_VISION_CONFIG)
+    register_clip_vision_config(FIRST_EDITION_CLIP_VISION_CONFIG)
     register_family(TOY_FAMILY)

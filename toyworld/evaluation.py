@@ -1,190 +1,249 @@
 """The experiment's measurement: identities never seen in training, a fixed prompt set, fixed seeds.
 
-For each held-out identity of each domain: one reference render (in a random scene, so a method
-that copies the reference instead of following the prompt loses prompt alignment) and a gallery of
-other renders of the same identity. For each method and each prompt of ``EVAL_SCENES``, one image
-with a fixed seed per (identity, prompt):
+For each held-out identity of each domain (ids 1800.. in order; the per-identity oracles, when
+published, are fitted for the first of them): one reference render with its subject mask and a
+gallery of other renders (``evaluation_inputs``). For each row and each prompt of
+``EVAL_SCENES[:prompts]``, one image with a fixed seed per (identity, prompt), the same seed in
+every row, so rows differ only by what they add to the base:
 
-* identity similarity: mean cosine between the image's identity embedding and the gallery's
-  (``scoring.reference_similarity``, the toy ArcFace score);
-* prompt alignment: the scene model's accuracy on the scene the prompt asked for, per factor.
+* ``renders (upper bound)``: the world's own render of the identity in the prompt's scene;
+* ``renders, VAE round trip``: those renders encoded and decoded by the base's VAE (what a
+  generated image can hold at all);
+* ``base + attribute caption (oracle text)``: the base with the prompt whose class word is replaced
+  by the identity's every attribute in words (``description.described_caption``): what words alone achieve;
+* ``base (no subject)``: the prompt alone (the identity score of a random person or dog);
+* each method (nested attention = ours, single token, decoupled cross-attention) at strength 1, its
+  reference encoded twice by the one preparation ``host.reference_features``: whole, as users give
+  it, and ``masked reference`` (background blanked by the render's subject mask);
+* ``optimised per identity (oracle)``: nested and decoupled with subjects fitted per identity
+  (``oracle.py``): what the attention rule itself can reach on this base, for the identities that have one.
 
-Two rows frame the methods: the base model with the prompt alone (no subject: the identity score
-of a random person or dog) and the world's own renders of the identity in the prompt's scene (what
-a perfect method would score). Two subjects: a held-out person and dog in one image, the person's
-region the left half and the dog's the right half (ours, one ApplyNestedAttention each with a
-region mask), each scored against a gallery of the same half of two-subject renders.
+The trade-off sweep: each method at the strengths of ``EvalConfig.sweeps`` (nested: lambda,
+decoupled: scale, single token: value scale; ``nested_attention_core/baselines.py``), whole
+references, on the first ``sweep_ids_per_domain`` identities and ``sweep_prompts`` prompts; strength 1
+is the main row's images on those keys, and the base, oracle text and renders points are too.
+
+Two subjects: a held-out person (left half) and dog (right half) in one image, one Apply per subject
+with a region mask, each half scored against halves of two-subject renders; base, and ours with
+whole and with masked references.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from .description import described_caption
+from .errors import ExperimentError
+from .evaluation_inputs import (gallery_renders, half, pair_gallery, reference, reference_render, region_masks,
+                                scene_render)
+from .evaluation_scores import Collected
 from .generation import SamplerSettings, ToyHost
 from .identity import CLASS_WORDS, DOMAINS, PERSON, PET, heldout_ids, sample_identity
-from .render import render, render_two
 from .rng import key_seed
-from .scene import Scene, caption, caption_two, sample_scene
-from .scoring import reference_similarity, scene_accuracy
+from .scene import Scene, caption, caption_two
 
-EVAL_SCENES = (
-    Scene("red", "center", "full", "photo"),
+__all__ = ["EVAL_SCENES", "TWO_SUBJECT_SCENES", "EvalConfig", "evaluate", "evaluation_size", "reference_render",
+           "gallery_renders", "scene_render", "half", "pair_gallery", "region_masks"]
+
+EVAL_SCENES = (  # the first three (the sweep's and the grid's) differ in every factor but background
     Scene("snow", "left", "full", "photo"),
     Scene("night", "right", "close-up", "photo"),
     Scene("beach", "center", "full", "watercolor"),
+    Scene("red", "center", "full", "photo"),
     Scene("forest", "right", "full", "pencil"),
     Scene("blue", "left", "close-up", "photo"),
 )
 TWO_SUBJECT_SCENES = (Scene("yellow", "center", "full", "photo"), Scene("snow", "center", "full", "photo"),
                       Scene("green", "center", "full", "watercolor"))
 
+RENDERS = "renders (upper bound)"
+ROUND_TRIP = "renders, VAE round trip"
+ORACLE_TEXT = "base + attribute caption (oracle text)"
+BASE = "base (no subject)"
+OURS = "nested attention (ours)"
+WHOLE, MASKED = "whole", "masked"  # how a reference reaches the encoder: as users give it, or masked
+DEFAULT_SWEEPS = ((OURS, (0.5, 1.0, 2.0, 3.0)), ("single token", (0.5, 1.0, 2.0)),
+                  ("decoupled cross-attention", (0.25, 0.5, 1.0)))
+
+
+def masked_row(method: str) -> str:
+    return f"{method}, masked reference"
+
+
+def oracle_row(method: str) -> str:
+    return f"{method}, optimised per identity (oracle)"
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ids_per_domain: int = 24  # held-out identities 1800.. of each domain
+    ids_per_domain: int = 12  # held-out identities 1800.. of each domain
     gallery: int = 4  # renders of each identity its images are compared with
-    pairs: int = 16  # two-subject evaluations (person i with dog i)
+    pairs: int = 12  # two-subject evaluations (person 1800+i with dog 1999-i)
+    prompts: int = 6  # the first prompts of EVAL_SCENES
+    sweep_ids_per_domain: int = 8  # the sweep's identities: the first of the evaluation's (at most ids_per_domain)
+    sweep_prompts: int = 3  # the sweep's prompts: the first of the evaluation's
+    sweeps: tuple = DEFAULT_SWEEPS  # (method, strengths) of the trade-off curves
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        limits = {"ids_per_domain": (1, len(heldout_ids())), "gallery": (1, 64), "pairs": (0, len(heldout_ids())),
+                  "prompts": (1, len(EVAL_SCENES)), "sweep_ids_per_domain": (0, len(heldout_ids())),
+                  "sweep_prompts": (0, self.prompts)}
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ExperimentError(f"EvalConfig.{name} is {value!r}; give an integer in {low}..{high}")
+        for method, strengths in self.sweeps:
+            if not strengths or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in strengths):
+                raise ExperimentError(f"EvalConfig.sweeps: the strengths of {method!r} are {strengths!r}; give a "
+                                      "non-empty tuple of finite numbers (1.0 is the main table's strength)")
 
-def reference_render(domain: str, identity_id: int) -> np.ndarray:
-    key = ("toyworld-eval-reference", domain, identity_id)
-    return np.asarray(render(sample_identity(domain, identity_id), sample_scene(*key), key_seed(*key) & 0x7FFFFFFF))
+    def ids(self) -> list[int]:
+        return list(heldout_ids())[:self.ids_per_domain]
 
+    def scenes(self) -> tuple[Scene, ...]:
+        return EVAL_SCENES[:self.prompts]
 
-def gallery_renders(domain: str, identity_id: int, count: int) -> np.ndarray:
-    renders = []
-    for n in range(count):
-        key = ("toyworld-eval-gallery", domain, identity_id, n)
-        renders.append(np.asarray(render(sample_identity(domain, identity_id), sample_scene(*key),
-                                         key_seed(*key) & 0x7FFFFFFF)))
-    return np.stack(renders)
+    def sweep_keys(self) -> list:
+        """(domain, id, scene) of the sweep's images."""
+        ids = self.ids()[:self.sweep_ids_per_domain]
+        return [(d, i, s) for d in DOMAINS for i in ids for s in self.scenes()[:self.sweep_prompts]]
 
+    def extra_strengths(self, methods) -> dict[str, tuple[float, ...]]:
+        """The sweep's strengths other than 1 (strength 1 is the main row), of the methods evaluated."""
+        return {m: tuple(float(s) for s in strengths if s != 1.0) for m, strengths in self.sweeps if m in methods}
 
-def scene_render(domain: str, identity_id: int, scene: Scene) -> np.ndarray:
-    key = ("toyworld-eval-scene", domain, identity_id, scene)
-    return np.asarray(render(sample_identity(domain, identity_id), scene, key_seed(*key) & 0x7FFFFFFF))
-
-
-def half(images: np.ndarray, side: str) -> np.ndarray:
-    """The left or right half of images [n, h, w, 3] (a subject's region in two-subject images)."""
-    w = images.shape[2]
-    return images[:, :, : w // 2] if side == "left" else images[:, :, w // 2:]
-
-
-def pair_gallery(person_id: int, pet_id: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Halves of two-subject renders: the person (left) with other dogs, the dog (right) with other people."""
-    persons, pets = [], []
-    others = list(heldout_ids())
-    for n in range(count):
-        key = ("toyworld-eval-pair-gallery", person_id, pet_id, n)
-        scene = sample_scene(*key)
-        other = others[key_seed(*key, "other") % len(others)]
-        seed = key_seed(*key) & 0x7FFFFFFF
-        persons.append(np.asarray(render_two(sample_identity(PERSON, person_id), sample_identity(PET, other), scene,
-                                             seed, 64, person_side="left").image))
-        pets.append(np.asarray(render_two(sample_identity(PERSON, other), sample_identity(PET, pet_id), scene,
-                                          seed + 1, 64, person_side="left").image))
-    return half(np.stack(persons), "left"), half(np.stack(pets), "right")
+    def pair_ids(self) -> list[tuple[int, int]]:
+        ids = list(heldout_ids())
+        return list(zip(ids[:self.pairs], ids[::-1]))
 
 
-def region_masks(size: int = 64) -> dict[str, torch.Tensor]:
-    left = torch.zeros(1, size, size)
-    left[:, :, : size // 2] = 1
-    return {"left": left, "right": 1 - left}
+def single_rows(methods, oracle_methods) -> list[str]:
+    """The one-subject rows in table order: ceilings, the floor, the methods (whole, then masked), oracles."""
+    return [RENDERS, ROUND_TRIP, ORACLE_TEXT, BASE, *methods, *map(masked_row, methods),
+            *(oracle_row(m) for m in methods if m in oracle_methods)]
 
 
-@dataclass
-class Collected:
-    """Generated images with what they are scored against."""
-    images: list = field(default_factory=list)
-    galleries: list = field(default_factory=list)
-    scenes: list = field(default_factory=list)
-    keys: list = field(default_factory=list)
-
-    def add(self, image, gallery, scene, key):
-        self.images.append(image)
-        self.galleries.append(gallery)
-        self.scenes.append(scene)
-        self.keys.append(key)
-
-    def scores(self, identity_net, scene_net, factors=None) -> dict:
-        sims = torch.stack([reference_similarity(identity_net, image[None], gallery)[0]
-                            for image, gallery in zip(self.images, self.galleries)])
-        accuracy = scene_accuracy(scene_net, np.stack(self.images), self.scenes)
-        if factors is not None:
-            accuracy = {k: v for k, v in accuracy.items() if k in factors}
-        return {"identity": float(sims.mean()), "identity_se": float(sims.std() / max(1, len(sims) - 1) ** 0.5),
-                "prompt": accuracy, "n": len(self.images),
-                "per_image": {_key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}}
-
-
-def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: EvalConfig, progress=None) -> dict:
-    """``methods``: {name: (training method, encoder)}. Returns scores and the images for the grid."""
-    ids = list(heldout_ids())[:config.ids_per_domain]
-    settings = config.sampler
-    rows = {name: Collected() for name in ("base (no subject)", *methods, "renders (upper bound)")}
+def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: EvalConfig, oracles: dict | None = None,
+             progress=None) -> dict:
+    """``methods``: {name: (training method, encoder)}; ``oracles``: {(method name, domain, id): NestedSubject}.
+    Returns the scores and the images (for the grid and the plot)."""
+    oracles = {k: v for k, v in (oracles or {}).items() if k[0] in methods}
+    rows = {name: Collected() for name in single_rows(methods, {k[0] for k in oracles})}
+    sweep = {(m, s): Collected() for m, strengths in config.extra_strengths(methods).items() for s in strengths}
     for domain in DOMAINS:
-        word = CLASS_WORDS[domain]
-        for identity_id in ids:
-            reference = reference_render(domain, identity_id)
-            gallery = gallery_renders(domain, identity_id, config.gallery)
-            models = {name: host.with_subject(host.model, method, encoder, reference[None], word)
-                      for name, (method, encoder) in methods.items()}
-            models["base (no subject)"] = host.model
-            for scene in EVAL_SCENES:
-                text = caption(domain, scene)
-                seed = key_seed("toyworld-eval-seed", config.seed, domain, identity_id, scene) & 0x7FFFFFFF
-                key = (domain, identity_id, scene)
-                for name, model in models.items():
-                    rows[name].add(host.sample(model, text, seed, settings), gallery, scene, key)
-                    _tick(progress)
-                rows["renders (upper bound)"].add(scene_render(domain, identity_id, scene), gallery, scene, key)
+        for identity_id in config.ids():
+            _one_identity(host, methods, oracles, config, domain, identity_id, rows, sweep, progress)
     two = two_subjects(host, methods, config, progress)
-    scores = {name: rows[name].scores(identity_net, scene_net) for name in rows}
-    two_scores = {name: {side: c.scores(identity_net, scene_net, ("background", "style")) for side, c in parts.items()}
-                  for name, parts in two.items()}
-    return {"single": scores, "two": two_scores, "rows": rows, "two_rows": two}
+    single = {name: rows[name].scores(identity_net, scene_net, attributes=True) for name in rows}
+    for method in methods:
+        if oracle_row(method) in single:
+            keys = rows[oracle_row(method)].keys
+            single[oracle_row(method)]["same_images"] = {
+                name: rows[name].subset(keys).scores(identity_net, scene_net)["identity"] for name in (BASE, method)}
+    return {"single": single, "sweep": sweep_scores(rows, sweep, methods, identity_net, scene_net, config),
+            "two": {name: {side: c.scores(identity_net, scene_net, ("background", "style"))
+                           for side, c in parts.items()} for name, parts in two.items()},
+            "rows": rows, "sweep_rows": sweep, "two_rows": two}
+
+
+def _one_identity(host, methods, oracles, config, domain, identity_id, rows, sweep, progress) -> None:
+    word, settings = CLASS_WORDS[domain], config.sampler
+    ref = reference(domain, identity_id)
+    image, mask = np.asarray(ref.image)[None], np.asarray(ref.mask)[None]
+    gallery = gallery_renders(domain, identity_id, config.gallery)
+    models, subjects = {BASE: host.model}, {}
+    for name, (method, encoder) in methods.items():
+        subjects[name] = host.subject(method, encoder, image, word)
+        models[name] = host.apply(host.model, subjects[name], method.rule)
+        models[masked_row(name)] = host.with_subject(host.model, method, encoder, image, word, masks=mask)
+        if (name, domain, identity_id) in oracles:
+            models[oracle_row(name)] = host.apply(host.model, oracles[name, domain, identity_id], method.rule)
+    sweep_keys = set(config.sweep_keys())
+    sweep_models = {(name, strength): host.apply(host.model, subjects[name], methods[name][0].rule, strength)
+                    for name, strength in sweep} if any(k[:2] == (domain, identity_id) for k in sweep_keys) else {}
+    scenes = config.scenes()
+    renders = np.stack([scene_render(domain, identity_id, scene) for scene in scenes])
+    round_trips = host.round_trip(renders)
+    for n, scene in enumerate(scenes):
+        key = (domain, identity_id, scene)
+        seed = key_seed("toyworld-eval-seed", config.seed, domain, identity_id, scene) & 0x7FFFFFFF
+        text = caption(domain, scene)
+        rows[RENDERS].add(renders[n], gallery, scene, key)
+        rows[ROUND_TRIP].add(round_trips[n], gallery, scene, key)
+        rows[ORACLE_TEXT].add(host.sample(host.model, described_caption(sample_identity(domain, identity_id), scene),
+                                          seed, settings), gallery, scene, key)
+        _tick(progress)
+        for name, model in models.items():
+            rows[name].add(host.sample(model, text, seed, settings), gallery, scene, key)
+            _tick(progress)
+        if key in sweep_keys:
+            for point, model in sweep_models.items():
+                sweep[point].add(host.sample(model, text, seed, settings), gallery, scene, key)
+                _tick(progress)
+
+
+def sweep_scores(rows: dict, sweep: dict, methods: dict, identity_net, scene_net, config: EvalConfig) -> dict:
+    """The trade-off: every point on the same (identity, prompt) keys. {"points": {row: scores},
+    "curves": {method: {strength: scores}}}; every image's score only where it is not a main-row image."""
+    keys = config.sweep_keys()
+    if not keys:
+        return {"points": {}, "curves": {}}
+
+    def on_keys(name):
+        s = rows[name].subset(keys).scores(identity_net, scene_net)
+        del s["per_image"]  # the main row's images: their scores are there
+        return s
+
+    curves = {}
+    for method, strengths in config.sweeps:
+        if method in methods:
+            curves[method] = {f"{float(s):g}": on_keys(method) if s == 1.0
+                              else sweep[method, float(s)].scores(identity_net, scene_net) for s in strengths}
+    return {"points": {name: on_keys(name) for name in (RENDERS, ORACLE_TEXT, BASE)}, "curves": curves}
 
 
 def two_subjects(host: ToyHost, methods: dict, config: EvalConfig, progress=None) -> dict:
-    """Ours with a person (left region) and a dog (right region); the base model as the floor."""
-    ours = methods.get("nested attention (ours)")
-    regions = region_masks()
-    out = {name: {"person": Collected(), "dog": Collected()} for name in ("base (no subject)", "nested attention (ours)")}
-    if ours is None:
+    """Ours with a person (left region) and a dog (right region), references whole and masked; the base as the floor."""
+    if OURS not in methods or not config.pairs:
         return {}
-    method, encoder = ours
-    for n, (person_id, pet_id) in enumerate(zip(list(heldout_ids())[:config.pairs], list(heldout_ids())[::-1])):
-        person_ref, pet_ref = reference_render(PERSON, person_id), reference_render(PET, pet_id)
+    method, encoder = methods[OURS]
+    regions = region_masks()
+    out = {name: {"person": Collected(), "dog": Collected()} for name in (BASE, OURS, masked_row(OURS))}
+    for person_id, pet_id in config.pair_ids():
+        refs = {PERSON: reference(PERSON, person_id), PET: reference(PET, pet_id)}
         person_gallery, pet_gallery = pair_gallery(person_id, pet_id, config.gallery)
-        model = host.with_subject(host.model, method, encoder, person_ref[None], CLASS_WORDS[PERSON], regions["left"])
-        model = host.with_subject(model, method, encoder, pet_ref[None], CLASS_WORDS[PET], regions["right"])
+        models = {BASE: host.model}
+        for name, preparation in ((OURS, WHOLE), (masked_row(OURS), MASKED)):
+            model = host.model
+            for domain, side in ((PERSON, "left"), (PET, "right")):
+                masks = np.asarray(refs[domain].mask)[None] if preparation == MASKED else None
+                model = host.with_subject(model, method, encoder, np.asarray(refs[domain].image)[None],
+                                          CLASS_WORDS[domain], regions[side], masks=masks)
+            models[name] = model
         for scene in TWO_SUBJECT_SCENES:
             text = caption_two(scene, "left")
             seed = key_seed("toyworld-eval-pair-seed", config.seed, person_id, pet_id, scene) & 0x7FFFFFFF
-            for name, m in (("nested attention (ours)", model), ("base (no subject)", host.model)):
-                image = host.sample(m, text, seed, config.sampler)
-                out[name]["person"].add(half(image[None], "left")[0], person_gallery, scene, (person_id, pet_id, scene))
-                out[name]["dog"].add(half(image[None], "right")[0], pet_gallery, scene, (person_id, pet_id, scene))
+            key = (person_id, pet_id, scene)
+            for name, model in models.items():
+                image = host.sample(model, text, seed, config.sampler)[None]
+                out[name]["person"].add(half(image, "left")[0], person_gallery, scene, key)
+                out[name]["dog"].add(half(image, "right")[0], pet_gallery, scene, key)
                 _tick(progress)
     return out
 
 
-def _key_text(key) -> str:
-    """'person 1800 | red/center/full/photo' (one subject) or 'pair 1800+1999 | ...' (two subjects)."""
-    first, second, scene = key
-    scene_text = f"{scene.background}/{scene.placement}/{scene.framing}/{scene.style}"
-    return f"{first} {second} | {scene_text}" if isinstance(first, str) else f"pair {first}+{second} | {scene_text}"
-
-
-def evaluation_size(config: EvalConfig, n_methods: int) -> int:
-    """KSampler calls of ``evaluate`` (for a progress bar)."""
-    return (len(DOMAINS) * config.ids_per_domain * len(EVAL_SCENES) * (n_methods + 1)
-            + config.pairs * len(TWO_SUBJECT_SCENES) * 2)
+def evaluation_size(config: EvalConfig, methods, oracles=()) -> int:
+    """KSampler calls of ``evaluate`` (``methods``: names; ``oracles``: (method, domain, id) keys)."""
+    ids = set(config.ids())
+    oracle_count = sum(1 for m, _, i in oracles if m in methods and i in ids)
+    single = (len(DOMAINS) * len(ids) * (2 + 2 * len(methods)) + oracle_count) * config.prompts
+    sweep = len(config.sweep_keys()) * sum(map(len, config.extra_strengths(methods).values()))
+    two = config.pairs * len(TWO_SUBJECT_SCENES) * 3 if OURS in methods else 0
+    return single + sweep + two
 
 
 def _tick(progress) -> None:

@@ -1,11 +1,12 @@
-"""The toy-world experiment, stage by stage: data, scorers, base model, encoders, evaluation.
+"""The toy-world experiment, stage by stage: data, scorers, VAE, toy CLIP, base model, encoders, evaluation.
 
-    python toyworld/cli.py experiment OUT_DIR            # everything (preset "full", <= 90 min, 2 cores)
+    python toyworld/cli.py experiment OUT_DIR            # everything (preset "full", <= 150 min, 2 cores)
     python toyworld/cli.py experiment OUT_DIR --preset smoke   # the same pipeline at tiny size
 
 Each stage writes into its own folder of OUT_DIR and a ``<stage>.done.json`` stamp with its
 config and wall time; a stage whose stamp matches the current config is skipped, so an interrupted
-run continues where it stopped. Every stage shows a progress bar.
+run continues where it stopped. Every stage shows a progress bar. ``REQUIRES`` says what each stage
+builds on: independent stages (scorers, vae, clip) may run at the same time in separate processes.
 """
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base_pipeline import BaseConfig, build_base
+from .base_pipeline import BaseConfig, build_base, build_vae
+from .clip_training import ClipTrainConfig
+from .description import described_caption
 from .evaluation import EvalConfig
 from .generation import SamplerSettings
 from .progress import tqdm_bar
-from .publish import METHODS, publish, run_evaluation
+from .oracle import OracleConfig, train_oracles
+from .publish import METHODS, publish, publish_oracles, run_evaluation
 from .dataset import MANIFEST_FILE, write_training_folder
 from .errors import ExperimentError
 from .family import TOY_FAMILY
@@ -37,7 +41,22 @@ from .vae_training import VaeTrainConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "scorers", "base", "encoders", "publish", "evaluate")
+STAGES = ("data", "scorers", "vae", "clip", "base", "encoders", "publish", "oracles", "evaluate")
+REQUIRES = {"data": (), "scorers": (), "vae": ("data",), "clip": ("data",), "base": ("vae", "clip"),
+            "encoders": ("base",), "publish": ("scorers", "encoders"), "oracles": ("publish",),
+            "evaluate": ("oracles",)}
+
+
+def prerequisites(stage: str) -> list[str]:
+    """Every stage ``stage`` builds on, directly or not, in ``STAGES`` order (independent stages, e.g.
+    scorers and vae, may run at the same time in two processes)."""
+    needed, todo = set(), list(REQUIRES[stage])
+    while todo:
+        s = todo.pop()
+        if s not in needed:
+            needed.add(s)
+            todo.extend(REQUIRES[s])
+    return [s for s in STAGES if s in needed]
 
 
 @dataclass(frozen=True)
@@ -51,12 +70,14 @@ class DataConfig:
 @dataclass(frozen=True)
 class EncoderStageConfig:
     """The one budget every method trains with (the trainer's flags of the same names)."""
-    steps: int = 2000
+    steps: int = 3000
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100
     background_loss_weight: float = 0.25  # the loss outside the subject's mask (identity is inside it)
     reference_mask: float = 0.5  # references masked, the rest whole (evaluation and users: whole)
+    validate_every: int = 250  # the reference gap on held-out ids (training/validation.py), logged
+    validation_ids: int = 16  # per domain, held-out ids 1900..
     num_tokens: int = TOY_FAMILY.encoder.num_tokens  # the encoder: the toy family's (family.py)
     width: int = TOY_FAMILY.encoder.width
     depth: int = TOY_FAMILY.encoder.depth
@@ -70,8 +91,11 @@ class EncoderStageConfig:
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     scorers: ScorerPipelineConfig = field(default_factory=ScorerPipelineConfig)
+    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
+    clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
     base: BaseConfig = field(default_factory=BaseConfig)
     encoders: EncoderStageConfig = field(default_factory=EncoderStageConfig)
+    oracles: OracleConfig = field(default_factory=OracleConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -82,9 +106,14 @@ PRESETS = {
         scorers=ScorerPipelineConfig(train_ids_per_domain=12, renders_per_identity=2, eval_ids_per_domain=4,
                                      eval_renders_per_identity=2, identity_fit=FitConfig(epochs=1),
                                      scene_fit=FitConfig(epochs=1)),
-        base=BaseConfig(vae=VaeTrainConfig(steps=3, batch=4), unet=UNetTrainConfig(steps=3, batch=4, warmup=1)),
-        encoders=EncoderStageConfig(steps=2, batch=4, warmup=1, num_tokens=2, width=32, depth=1, heads=2, dim_head=16),
-        evaluation=EvalConfig(ids_per_domain=1, gallery=2, pairs=1, sampler=SamplerSettings(steps=2))),
+        vae=VaeTrainConfig(steps=3, batch=4),
+        clip=ClipTrainConfig(steps=2, batch=8, warmup=1, same_scene=1),
+        base=BaseConfig(unet=UNetTrainConfig(steps=3, batch=4, warmup=1)),
+        encoders=EncoderStageConfig(steps=2, batch=4, warmup=1, validation_ids=2, num_tokens=2, width=32, depth=1,
+                                    heads=2, dim_head=16),
+        oracles=OracleConfig(renders=2, steps=2, batch=1, ids_per_domain=1, heldout_renders=1, heldout_draws=1),
+        evaluation=EvalConfig(ids_per_domain=1, gallery=2, pairs=1, prompts=2, sweep_ids_per_domain=1,
+                              sweep_prompts=1, sampler=SamplerSettings(steps=2))),
 }
 
 
@@ -98,8 +127,9 @@ class Stages:
         return self.out_dir / f"{stage}.done.json"
 
     def config_of(self, stage: str) -> dict:
-        parts = {"data": ["data"], "scorers": ["scorers"], "base": ["data", "base"],
-                 "encoders": ["data", "base", "encoders"]}.get(stage, list(asdict(self.config)))
+        parts = {"data": ["data"], "scorers": ["scorers"], "vae": ["data", "vae"], "clip": ["data", "clip"],
+                 "base": ["data", "vae", "clip", "base"],
+                 "encoders": ["data", "vae", "clip", "base", "encoders"]}.get(stage, list(asdict(self.config)))
         return {part: asdict(getattr(self.config, part)) for part in parts}
 
     def done(self, stage: str) -> bool:
@@ -152,24 +182,70 @@ def run_data(out_dir: Path, config: DataConfig) -> None:
     np.savez(out_dir / "data" / "pairs.npz", images=images, captions=np.array(captions))
 
 
-def training_images(out_dir: Path) -> tuple[np.ndarray, list[str]]:
-    """Every single-subject image of the training folder and every pair, with captions."""
-    from .scene import Scene, caption
-
+def single_subject_images(out_dir: Path) -> tuple[np.ndarray, list[dict]]:
+    """Every image of the training folder, with its manifest entry (domain, identity id, scene)."""
     folder = out_dir / "data" / "train"
     manifest = json.loads((folder / MANIFEST_FILE).read_text())["images"]
     images = np.stack([np.asarray(Image.open(folder / item["file"]).convert("RGB")) for item in manifest])
-    captions = [caption(item["domain"], Scene(**item["scene"])) for item in manifest]
-    pairs = np.load(out_dir / "data" / "pairs.npz")
-    return np.concatenate([images, pairs["images"]]), captions + [str(c) for c in pairs["captions"]]
+    return images, manifest
+
+
+def _scene(item: dict):
+    from .scene import Scene
+
+    return Scene(**item["scene"])
+
+
+def described_captions(manifest: list[dict]) -> list[str]:
+    return [described_caption(sample_identity(item["domain"], item["identity_id"]), _scene(item)) for item in manifest]
+
+
+def base_captions(manifest: list[dict], described_share: float, seed: int) -> list[str]:
+    """The base's captions: the attributes named for a seeded ``described_share`` of the images, the
+    class word alone for the rest (what the training folder's own captions say)."""
+    from .scene import caption
+
+    described = described_captions(manifest)
+    return [described[n] if (key_seed("toyworld-described", seed, item["file"]) % 10_000) < described_share * 10_000
+            else caption(item["domain"], _scene(item)) for n, item in enumerate(manifest)]
+
+
+def heldout_check_images() -> np.ndarray:
+    from .dataset import make_samples, render_array
+
+    return render_array(make_samples(DOMAINS, heldout_ids()[:64], 2, 7))
+
+
+def run_vae(out_dir: Path, config: ExperimentConfig) -> dict:
+    images, _ = single_subject_images(out_dir)
+    pairs = np.load(out_dir / "data" / "pairs.npz")["images"]
+    return build_vae(np.concatenate([images, pairs]), out_dir / "vae", config.vae, tqdm_bar,
+                     heldout_images=heldout_check_images())
+
+
+def run_clip(out_dir: Path, config: ExperimentConfig, preset: str) -> dict:
+    from .base_pipeline import world_captions
+    from .clip_training import build_clip
+    from .comfy_runtime import load_host
+
+    load_host()
+    images, manifest = single_subject_images(out_dir)
+    sizes = {"probe_train_ids": 8, "retrieval_ids": 4} if preset == "smoke" else None
+    return build_clip(images, described_captions(manifest), [_scene(item) for item in manifest], world_captions(),
+                      out_dir / "clip", config.clip, tqdm_bar, report_sizes=sizes)
 
 
 def run_base(out_dir: Path, config: ExperimentConfig) -> dict:
-    images, captions = training_images(out_dir)
-    from .dataset import make_samples, render_array
+    images, manifest = single_subject_images(out_dir)
+    pairs = np.load(out_dir / "data" / "pairs.npz")
+    captions = base_captions(manifest, config.base.described_share, config.base.seed)
+    report = build_base(np.concatenate([images, pairs["images"]]), captions + [str(c) for c in pairs["captions"]],
+                        out_dir / "base", config.base, out_dir / "vae", out_dir / "clip", tqdm_bar)
+    from .attention_share import attention_share  # is the subject word's attention on the subject?
 
-    heldout = render_array(make_samples(DOMAINS, heldout_ids()[:64], 2, 7))
-    return build_base(images, captions, out_dir / "base", config.base, tqdm_bar, heldout_images=heldout)
+    share = attention_share(Path(report["files"]["checkpoint"]))
+    (out_dir / "base" / "attention_share.json").write_text(json.dumps(share, indent=1) + "\n")
+    return {**report, "attention_share_mean": share["mean"]}
 
 
 def run(out_dir, preset: str = "full", stages=STAGES) -> None:
@@ -181,7 +257,7 @@ def run(out_dir, preset: str = "full", stages=STAGES) -> None:
     book = Stages(out_dir, config)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for stage in stages:
-        missing = [s for s in STAGES[:STAGES.index(stage)] if s not in stages and not book.done(s)]
+        missing = [s for s in prerequisites(stage) if s not in stages and not book.done(s)]
         if missing:
             raise ExperimentError(f"stage {stage} needs stage(s) {', '.join(missing)} of the same config first, "
                                   f"and {out_dir} has none: add them to --stages, or leave --stages out")
@@ -195,6 +271,10 @@ def run(out_dir, preset: str = "full", stages=STAGES) -> None:
         elif stage == "scorers":
             scorers = replace(config.scorers, threads=torch.get_num_threads())
             extra = {"report": _scorer_summary(train_scorers(out_dir / "scorers", scorers, tqdm_bar))}
+        elif stage == "vae":
+            extra = {"report": run_vae(out_dir, config)}
+        elif stage == "clip":
+            extra = {"report": run_clip(out_dir, config, preset)}
         elif stage == "base":
             extra = {"report": run_base(out_dir, config)}
         elif stage == "encoders":
@@ -202,6 +282,9 @@ def run(out_dir, preset: str = "full", stages=STAGES) -> None:
             extra = {}
         elif stage == "publish":
             extra = {"files": publish(out_dir, out_dir / "weights")}
+        elif stage == "oracles":
+            extra = {"report": train_oracles(out_dir / "weights", out_dir / "oracles", config.oracles, tqdm_bar)}
+            publish_oracles(out_dir / "oracles", out_dir / "weights")
         else:
             extra = {"scores": run_evaluation(out_dir / "weights", out_dir / "results", config.evaluation, tqdm_bar)}
         book.finish(stage, time.perf_counter() - started, **extra)
@@ -210,6 +293,18 @@ def run(out_dir, preset: str = "full", stages=STAGES) -> None:
 
 def _scorer_summary(report: dict) -> dict:
     return {k: report[k] for k in ("identity", "scene") if k in report}
+
+
+def validation_folder(folder: Path, config: EncoderStageConfig) -> Path:
+    """Held-out subjects for the reference gap logged during training (``training/validation.py``):
+    held-out ids from 1900 on, which the evaluation (1800.. and, for the dogs of pairs, 1999 down) never uses."""
+    if not (folder / MANIFEST_FILE).is_file():
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        ids = list(heldout_ids())[100:100 + config.validation_ids]
+        write_training_folder(folder, DOMAINS, ids, 2, seed=config.seed + 101, allow_heldout=True)
+    return folder
 
 
 def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
@@ -233,7 +328,9 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         max_steps=config.steps, batch_size=config.batch, lr=config.lr, warmup_steps=config.warmup,
         background_loss_weight=config.background_loss_weight, reference_mask=config.reference_mask,
         precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
-        cache_dir=str(out_dir / "encoders" / "feature_cache"))
+        cache_dir=str(out_dir / "encoders" / "feature_cache"),
+        validation_data=str(validation_folder(out_dir / "encoders" / "validation", config)),
+        validate_every=config.validate_every)
     models = load_base_models(common)
     for key, method in METHODS.values():
         log.info("encoders: training %s", key)

@@ -61,19 +61,30 @@ class ToyHost:
         return self._conditioning["negative", text]
 
     @torch.no_grad()
-    def features(self, images: np.ndarray) -> torch.Tensor:
-        """CLIP vision penultimate features of uint8 reference images [R, H, W, 3], as the Subject node."""
+    def features(self, images: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
+        """CLIP vision penultimate features of uint8 reference images [R, H, W, 3], as the Subject node
+        encodes them; ``masks`` (uint8 [R, H, W], 255 = subject) blank the background first, as the
+        Subject node's mask input and the trainer's masked references do (``host.reference_features``)."""
         from ..nodes import host
 
-        return host.reference_features(self.clip_vision, torch.from_numpy(np.array(images, dtype=np.float32)) / 255)
+        mask = None if masks is None else torch.from_numpy(np.array(masks, dtype=np.float32)) / 255
+        return host.reference_features(self.clip_vision, _to_float(images), mask)
 
-    def with_subject(self, model, method, encoder, references: np.ndarray, word: str, region=None):
-        """``model`` with one subject applied by ``method`` (ours: the trainer's NESTED)."""
-        from ..nodes import host
-
+    def subject(self, method, encoder, references: np.ndarray, word: str, masks: np.ndarray | None = None):
+        """One subject encoded by ``method`` (ours: the trainer's NESTED) from its references (and masks)."""
         with torch.inference_mode():
-            subject = method.subject(encoder, self.features(references), word, self.family)
-        return host.apply_subject(model, subject, 1.0, region=region, rule=method.rule)
+            return method.subject(encoder, self.features(references, masks), word, self.family)
+
+    def apply(self, model, subject, rule: str, strength: float = 1.0, region=None):
+        """``model`` with ``subject`` applied by ``rule`` at ``strength`` (what ApplyNestedAttention calls)."""
+        from ..nodes import host
+
+        return host.apply_subject(model, subject, strength, region=region, rule=rule)
+
+    def with_subject(self, model, method, encoder, references: np.ndarray, word: str, region=None,
+                     strength: float = 1.0, masks: np.ndarray | None = None):
+        """``model`` with one subject encoded and applied by ``method``."""
+        return self.apply(model, self.subject(method, encoder, references, word, masks), method.rule, strength, region)
 
     @torch.no_grad()
     def sample(self, model, text: str, seed: int, settings: SamplerSettings, size: int = 64) -> np.ndarray:
@@ -83,5 +94,18 @@ class ToyHost:
         latent = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
         out = nodes.common_ksampler(model, seed, settings.steps, settings.cfg, settings.sampler, settings.scheduler,
                                     self.positive(text), self.negative(), latent)[0]["samples"]
-        image = self.vae.decode(out)[0]
-        return (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        return _to_uint8(self.vae.decode(out))[0]
+
+    @torch.no_grad()
+    def round_trip(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images [n, H, W, 3] encoded and decoded by the base's VAE: what its latents can hold."""
+        return _to_uint8(self.vae.decode(self.vae.encode(_to_float(images))))
+
+
+def _to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> ComfyUI IMAGE, float [n, H, W, 3] in 0..1."""
+    return torch.from_numpy(np.array(images, dtype=np.float32)) / 255
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1).numpy() * 255).round().astype(np.uint8)

@@ -10,24 +10,34 @@
     scorers/identity.safetensors, scorers/scene.safetensors
     manifest.json                                          sizes and sha256 of every file
 
+and, when per-identity oracles were fitted (``oracle.py``),
+``benchmark/oracles/<method key>/<domain>_<id>.safetensors`` (``ORACLE_DIR``).
+
 ``run_evaluation(weights_dir, results_dir)`` measures those files (``evaluation.py``) and writes
-``results.json``, ``results.md`` and ``grid.png``. The evaluation reads only the published files,
-so re-running it on the committed weights reproduces the committed table.
+``results.json`` (format ``RESULTS_FORMAT``), ``results.md``, ``grid.png`` and ``tradeoff.png``. The
+evaluation reads only the published files, so re-running it on the committed weights reproduces
+the committed table.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from safetensors import safe_open
 
-from .evaluation import EVAL_SCENES, TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, reference_render
+import numpy as np
+
+from .evaluation import TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size
+from .evaluation_inputs import reference as evaluation_reference, reference_render
 from .errors import ExperimentError
-from .identity import PERSON, PET, heldout_ids
+from .identity import PERSON, PET
 from .progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 # table name -> (file key, the trainer's method name); ours first
@@ -45,7 +55,9 @@ SCORER_FILES = {"identity": "scorers/identity.safetensors", "scene": "scorers/sc
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_WEIGHTS = REPO_ROOT / "toyworld" / "weights"
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "toyworld"
-RESULT_FILES = ("results.json", "results.md", "grid.png")
+ORACLE_DIR = "benchmark/oracles"  # per-identity oracle subjects: <ENCODER_FILES key>/<domain>_<id>.safetensors
+RESULT_FILES = ("results.json", "results.md", "grid.png", "tradeoff.png")
+RESULTS_FORMAT = 2  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep
 
 
 def _fp16_copy(source: Path, target: Path) -> None:
@@ -67,16 +79,31 @@ def publish(out_dir, weights_dir) -> dict:
                SCORER_FILES["scene"]: out_dir / "scorers" / "scene.safetensors"}
     for key, rel in ENCODER_FILES.items():
         sources[rel] = out_dir / "encoders" / key / f"toyworld_{key}.safetensors"
-    manifest = {}
+    manifest = add_published(weights_dir, sources, {})
+    report = out_dir / "scorers" / "scorer_report.json"
+    if report.is_file():
+        shutil.copyfile(report, weights_dir / "scorers" / "scorer_report.json")
+    return manifest
+
+
+def add_published(weights_dir: Path, sources: dict, manifest: dict | None = None) -> dict:
+    """fp16 copies of ``sources`` ({relative path: file}) in ``weights_dir``, entered in its manifest.json
+    (``manifest`` None: the folder's current one)."""
+    if manifest is None:
+        manifest = json.loads((weights_dir / "manifest.json").read_text())
     for rel, source in sources.items():
         _fp16_copy(source, weights_dir / rel)
         data = (weights_dir / rel).read_bytes()
         manifest[rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    report = out_dir / "scorers" / "scorer_report.json"
-    if report.is_file():
-        shutil.copyfile(report, weights_dir / "scorers" / "scorer_report.json")
     (weights_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+def publish_oracles(oracle_dir: Path, weights_dir: Path) -> dict:
+    """The oracle subjects ``oracle.train_oracles`` wrote, published under ``ORACLE_DIR``."""
+    sources = {f"{ORACLE_DIR}/{path.parent.name}/{path.name}": path
+               for path in sorted(Path(oracle_dir).glob("*/*.safetensors"))}
+    return add_published(Path(weights_dir), sources)
 
 
 def load_methods(weights_dir: Path) -> dict:
@@ -91,10 +118,27 @@ def load_methods(weights_dir: Path) -> dict:
     return methods
 
 
+def load_oracle_subjects(weights_dir: Path) -> dict:
+    """{(method name, domain, id): NestedSubject} of the published oracles (``ORACLE_DIR``); {} with a
+    logged notice when the folder is absent (the oracle rows are then left out of the table)."""
+    folder = weights_dir / ORACLE_DIR
+    if not folder.is_dir():
+        log.warning("no oracle subjects in %s: the evaluation leaves out the per-identity oracle rows (train them "
+                    "with toyworld/oracle.py and publish them there to include them)", folder)
+        return {}
+    from .oracle import load_oracles
+
+    names = {key: name for name, (key, _) in METHODS.items()}
+    return {(names[key], domain, identity_id): subject
+            for (key, domain, identity_id), subject in load_oracles(folder).items()}
+
+
 def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> dict:
+    """Evaluate published weights; write ``RESULT_FILES`` into ``results_dir``; return the scores."""
     from .generation import ToyHost
-    from .report import grid_image, markdown_table
+    from .report import grid_image, markdown_report
     from .scoring import load_scorer
+    from .tradeoff import tradeoff_plot
 
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     for rel in (*BASE_FILES.values(), *ENCODER_FILES.values(), *SCORER_FILES.values()):
@@ -104,32 +148,28 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
                                   "`git checkout -- toyworld/weights`")
     host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
     methods = load_methods(weights_dir)
+    oracles = load_oracle_subjects(weights_dir)
     identity_net = load_scorer(weights_dir / SCORER_FILES["identity"]).float()
     scene_net = load_scorer(weights_dir / SCORER_FILES["scene"]).float()
-    total = evaluation_size(config, len(methods))
-    with progress_bar(bar, total, "evaluate") as progress:
-        result = evaluate(host, methods, identity_net, scene_net, config, progress)
-    meta = {"ids_per_domain": config.ids_per_domain, "gallery": config.gallery, "pairs": config.pairs,
-            "sampler": f"{config.sampler.sampler}/{config.sampler.scheduler}, {config.sampler.steps} steps, "
-                       f"cfg {config.sampler.cfg}"}
-    scores = {"single": result["single"], "two": result["two"]}
+    calls = evaluation_size(config, methods, oracles)
+    with progress_bar(bar, calls, "evaluate") as progress:
+        result = evaluate(host, methods, identity_net, scene_net, config, oracles, progress)
+    scores = {"single": result["single"], "sweep": result["sweep"], "two": result["two"]}
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "results.json").write_text(json.dumps({"config": asdict(config), "scores": scores}, indent=1) + "\n")
-    (results_dir / "results.md").write_text(markdown_table(scores, meta))
-    ids = list(heldout_ids())[:config.ids_per_domain]
-    shown = [(d, i) for d in (PERSON, PET) for i in ids[:2]]
-    keys = [(d, i, scene) for d, i in shown for scene in EVAL_SCENES[:3]]
-    references = {(d, i): reference_render(d, i) for d, i in shown}
-    pair_keys = [k for k in result["two_rows"].get("nested attention (ours)", {}).get("person", _Empty()).keys
-                 if k[2] == TWO_SUBJECT_SCENES[0]][:3]
+    (results_dir / "results.json").write_text(json.dumps(
+        {"format": RESULTS_FORMAT, "config": asdict(config), "ksampler_calls": calls, "scores": scores},
+        indent=1) + "\n")
+    (results_dir / "results.md").write_text(markdown_report(scores, config, calls))
+    tradeoff_plot(scores["sweep"]).save(results_dir / "tradeoff.png")
+    ids = config.ids()[:2]
+    keys = [(d, i, scene) for d in (PERSON, PET) for i in ids for scene in config.scenes()[:3]]
+    refs = {(d, i): evaluation_reference(d, i) for d in (PERSON, PET) for i in ids}
+    references = {k: (np.asarray(r.image), np.asarray(r.mask)) for k, r in refs.items()}
+    two_rows = result["two_rows"]
+    pair_keys = [(p, d, TWO_SUBJECT_SCENES[0]) for p, d in config.pair_ids()[:3]] if two_rows else []
     pair_refs = {k: (reference_render(PERSON, k[0]), reference_render(PET, k[1])) for k in pair_keys}
-    grid = grid_image(result["rows"], result["two_rows"], references, list(result["rows"]), keys, pair_keys, pair_refs)
-    grid.save(results_dir / "grid.png")
+    grid_image(result["rows"], two_rows, references, keys, pair_keys, pair_refs).save(results_dir / "grid.png")
     return scores
-
-
-class _Empty:
-    keys: list = []
 
 
 def update_repository(out_dir) -> None:

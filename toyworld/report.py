@@ -1,86 +1,193 @@
-"""The experiment's results as a markdown table and a PNG grid (reference | ours | baselines, per prompt)."""
+"""The experiment's results as markdown tables and a PNG grid (reference | every row, per prompt).
+
+Tables: the main one (identity and prompt alignment of every row), per-attribute accuracy against
+the reference (persons, dogs), the trade-off sweep (drawn by ``tradeoff.py``) and two subjects.
+"""
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .evaluation import EVAL_SCENES, TWO_SUBJECT_SCENES
+from ..nested_attention_core.reference import prepare_reference_images
+from .evaluation import BASE, RENDERS, ROUND_TRIP, TWO_SUBJECT_SCENES, EvalConfig
+from .identity import ATTRIBUTES, CLASS_WORDS
 from .scene import FACTORS, caption, caption_two
 
 FACTOR_NAMES = tuple(FACTORS)
 
 
-def markdown_table(scores: dict, meta: dict) -> str:
-    single, two = scores["single"], scores["two"]
+def _pm(value: float, se) -> str:
+    return f"{value:.3f} ± {se:.3f}" if se is not None else f"{value:.3f}"
+
+
+def _scene_text(scene) -> str:
+    return f"{scene.background}/{scene.placement}/{scene.framing}/{scene.style}"
+
+
+def markdown_report(scores: dict, config: EvalConfig, calls: int) -> str:
+    ids = config.ids()
     lines = [
-        f"Held-out identities: {meta['ids_per_domain']} persons and {meta['ids_per_domain']} dogs, "
-        f"{len(EVAL_SCENES)} prompts each, one image per (identity, prompt, method) with a fixed seed "
-        f"({meta['sampler']}). Identity: mean cosine to {meta['gallery']} other renders of the identity "
-        "(± standard error). Prompt: scene model accuracy on the prompt's scene.",
+        f"Held-out identities: {len(ids)} persons and {len(ids)} dogs (ids {ids[0]}-{ids[-1]}), {config.prompts} "
+        f"prompts each ({', '.join(map(_scene_text, config.scenes()))}), one image per (identity, prompt, row) with "
+        f"the same fixed seed in every row ({config.sampler.sampler}/{config.sampler.scheduler}, "
+        f"{config.sampler.steps} steps, cfg {config.sampler.cfg}); {calls} KSampler calls in all. Identity: mean "
+        f"cosine to {config.gallery} other renders of the identity. Prompt: the scene model's accuracy on the "
+        "prompt's scene (all = every factor right). ± is the standard error clustered by identity (the mean of each "
+        "identity's images, then the standard error over identities). References reach the encoder whole (as users "
+        "give them) or masked (background blanked by the render's subject mask, by the same preparation as the "
+        "Subject node's mask input). " + _oracle_note(scores["single"]),
         "",
-        "| method | identity ↑ | prompt: all ↑ | " + " | ".join(FACTOR_NAMES) + " |",
-        "|---|---|---|" + "---|" * len(FACTOR_NAMES),
+        "| row | identity ↑ | prompt: all ↑ | " + " | ".join(FACTOR_NAMES) + " | images | ids |",
+        "|---|---|---|" + "---|" * len(FACTOR_NAMES) + "---|---|",
     ]
-    for name, s in single.items():
+    for name, s in scores["single"].items():
         p = s["prompt"]
-        lines.append(f"| {name} | {s['identity']:.3f} ± {s['identity_se']:.3f} | {p['all']:.3f} | "
-                     + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES) + " |")
-    if two:
-        lines += ["", f"Two subjects in one image ({meta['pairs']} held-out person/dog pairs x "
-                  f"{len(TWO_SUBJECT_SCENES)} prompts; person region = left half, dog = right half; each half "
-                  "scored against halves of two-subject renders of its identity):", "",
-                  "| method | person identity ↑ | dog identity ↑ | background ↑ | style ↑ |", "|---|---|---|---|---|"]
-        for name, parts in two.items():
-            person, dog = parts["person"], parts["dog"]
-            lines.append(f"| {name} | {person['identity']:.3f} ± {person['identity_se']:.3f} | "
-                         f"{dog['identity']:.3f} ± {dog['identity_se']:.3f} | "
-                         f"{person['prompt']['background']:.3f} | {person['prompt']['style']:.3f} |")
+        lines.append(f"| {name} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['all'], s['prompt_se'])} | "
+                     + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES) + f" | {s['n']} | {s['identities']} |")
+    for name, s in scores["single"].items():
+        if "same_images" in s:
+            others = ", ".join(f"{row} {value:.3f}" for row, value in s["same_images"].items())
+            lines += ["", f"On the {s['n']} images of *{name}*: {others}, oracle {s['identity']:.3f}."]
+    lines += attribute_tables(scores["single"])
+    lines += sweep_table(scores["sweep"], config)
+    lines += two_subject_table(scores["two"], config)
     return "\n".join(lines) + "\n"
+
+
+def _oracle_note(single: dict) -> str:
+    oracles = [name for name in single if name.endswith("(oracle)")]
+    if not oracles:
+        return ("No per-identity oracle rows: the weights folder holds no oracle subjects "
+                "(benchmark/oracles/, written by toyworld/oracle.py).")
+    return "Oracle rows cover only the identities with a fitted oracle (column ids)."
+
+
+def attribute_tables(single: dict) -> list[str]:
+    """Per domain, per discrete attribute: how often the identity net reads the reference's value."""
+    renders, trips = single[RENDERS]["attributes"], single[ROUND_TRIP]["attributes"]
+
+    def mean(table, word):
+        return np.mean([v["accuracy"] for v in table[word].values()])
+
+    reading = "; ".join(f"{word}s: {mean(renders, word):.2f} on renders, {mean(trips, word):.2f} after the VAE "
+                        f"round trip, {mean(single[BASE]['attributes'], word):.2f} for the base"
+                        for word in renders)
+    lines = ["", "Per-attribute accuracy against the reference: the fraction of images in which the identity net's "
+             "head for the attribute reads the reference identity's value (in parentheses the standard error "
+             "clustered by identity). The renders row is how well the heads read clean renders, the VAE round "
+             "trip row how well they read what the base's latents can hold (no generated image is read better), "
+             f"and the base row is chance (a random identity of the domain). Mean over attributes: {reading}."]
+    for domain, attributes in ATTRIBUTES.items():
+        word = CLASS_WORDS[domain]
+        names = [name for name, _ in attributes]
+        lines += ["", f"| {word}s | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for row, s in single.items():
+            cells = s["attributes"].get(word)
+            if cells:
+                lines.append(f"| {row} | " + " | ".join(_cell(cells[n]) for n in names) + " |")
+    return lines
+
+
+def _cell(value: dict) -> str:
+    se = f" ({value['se']:.2f})" if value["se"] is not None else ""
+    return f"{value['accuracy']:.2f}{se}"
+
+
+def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
+    if not sweep["curves"]:
+        return []
+    ids = config.ids()[:config.sweep_ids_per_domain]
+    scenes = config.scenes()[:config.sweep_prompts]
+    lines = ["", f"Trade-off (`tradeoff.png`): each method's strength swept (nested attention: lambda; single token: "
+             f"value scale; decoupled cross-attention: scale), whole references, {len(ids)} persons and {len(ids)} dogs "
+             f"(ids {ids[0]}-{ids[-1]}) x {len(scenes)} prompts ({', '.join(map(_scene_text, scenes))}); every point, "
+             "strength 1 and the base, oracle text and renders included, on the same images' keys.", "",
+             "| row | strength | identity ↑ | prompt: all ↑ | images |", "|---|---|---|---|---|"]
+    for name, s in sweep["points"].items():
+        lines.append(f"| {name} | | {_pm(s['identity'], s['identity_se'])} | {_pm(s['prompt']['all'], s['prompt_se'])} "
+                     f"| {s['n']} |")
+    for method, points in sweep["curves"].items():
+        for strength, s in points.items():
+            lines.append(f"| {method} | {strength} | {_pm(s['identity'], s['identity_se'])} | "
+                         f"{_pm(s['prompt']['all'], s['prompt_se'])} | {s['n']} |")
+    return lines
+
+
+def two_subject_table(two: dict, config: EvalConfig) -> list[str]:
+    if not two:
+        return []
+    lines = ["", f"Two subjects in one image ({config.pairs} held-out person/dog pairs x {len(TWO_SUBJECT_SCENES)} "
+             "prompts; person region = left half, dog = right half; each half scored against halves of two-subject "
+             "renders of its identity; ± clustered by pair):", "",
+             "| row | person identity ↑ | dog identity ↑ | background ↑ | style ↑ |", "|---|---|---|---|---|"]
+    for name, parts in two.items():
+        person, dog = parts["person"], parts["dog"]
+        lines.append(f"| {name} | {_pm(person['identity'], person['identity_se'])} | "
+                     f"{_pm(dog['identity'], dog['identity_se'])} | "
+                     f"{person['prompt']['background']:.3f} | {person['prompt']['style']:.3f} |")
+    return lines
 
 
 def _label(draw, xy, text, fill=(0, 0, 0)):
     draw.text(xy, text, fill=fill)
 
 
-def grid_image(rows: dict, two_rows: dict, references: dict, methods: list[str], keys: list, pair_keys: list,
-               pair_refs: dict, zoom: int = 2) -> Image.Image:
-    """Single-subject block: one row per (identity, prompt) in ``keys``: reference | each method.
-    Two-subject block: person reference | dog reference | ours | base."""
-    cell, pad, head, left = 64 * zoom, 4, 14, 260
-    columns = ["reference", *methods]
+def masked_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The masked reference as the encoder's preparation gives it (``prepare_reference_images``)."""
+    import torch
+
+    prepared = prepare_reference_images(torch.from_numpy(image.astype(np.float32) / 255),
+                                        torch.from_numpy(mask.astype(np.float32) / 255))
+    return (prepared[0].numpy() * 255).round().astype(np.uint8)
+
+
+def grid_image(rows: dict, two_rows: dict, references: dict, keys: list, pair_keys: list, pair_refs: dict,
+               zoom: int = 2) -> Image.Image:
+    """One-subject block: one line per (identity, prompt) in ``keys``: reference | masked reference |
+    every row (blank where a row has no image of the key). Two-subject block: person reference | dog
+    reference | every two-subject row. ``references``: (domain, id) -> (image, mask)."""
+    cell, pad, head, left = 64 * zoom, 4, 28, 260
+    names = list(rows)
+    columns = ["reference", "masked reference", *names]
     n_rows = len(keys) + (len(pair_keys) + 1 if pair_keys else 0)
-    width = left + len(columns) * (cell + pad)
-    sheet = Image.new("RGB", (width, head + n_rows * (cell + pad)), "white")
+    sheet = Image.new("RGB", (left + len(columns) * (cell + pad), head + n_rows * (cell + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, name in enumerate(columns):
-        _label(draw, (left + c * (cell + pad), 2), name[:22])
+        for n, line in enumerate(textwrap.wrap(name, 22)[:2]):
+            _label(draw, (left + c * (cell + pad), 2 + 12 * n), line)
 
     def put(image, r, c):
         tile = Image.fromarray(image).resize((cell, cell), Image.NEAREST)
         sheet.paste(tile, (left + c * (cell + pad), head + r * (cell + pad)))
 
+    def caption_lines(r, title, text):
+        y = head + r * (cell + pad)
+        _label(draw, (4, y + 4), title)
+        for n, line in enumerate(textwrap.wrap(text, 40)[:6]):
+            _label(draw, (4, y + 20 + 14 * n), line)
+
     for r, key in enumerate(keys):
         domain, identity_id, scene = key
-        _label(draw, (4, head + r * (cell + pad) + 4), f"{domain} {identity_id}")
-        _label(draw, (4, head + r * (cell + pad) + 20), caption(domain, scene)[:40])
-        _label(draw, (4, head + r * (cell + pad) + 34), caption(domain, scene)[40:80])
-        put(references[(domain, identity_id)], r, 0)
-        for c, name in enumerate(methods, start=1):
-            put(rows[name].images[rows[name].keys.index(key)], r, c)
+        caption_lines(r, f"{domain} {identity_id}", caption(domain, scene))
+        image, mask = references[(domain, identity_id)]
+        put(image, r, 0)
+        put(masked_view(image, mask), r, 1)
+        for c, name in enumerate(names, start=2):
+            if key in rows[name].keys:
+                put(rows[name].image(key), r, c)
     if pair_keys:
         base = len(keys) + 1
         _label(draw, (4, head + (base - 1) * (cell + pad) + cell // 2),
-               "two subjects: person ref | dog ref | ours | base (no subject)")
+               "two subjects: person ref | dog ref | " + " | ".join(two_rows))
         for r, key in enumerate(pair_keys, start=base):
             person_id, pet_id, scene = key
-            _label(draw, (4, head + r * (cell + pad) + 4), f"person {person_id} + dog {pet_id}")
-            text = caption_two(scene, "left")
-            _label(draw, (4, head + r * (cell + pad) + 20), text[:40])
-            _label(draw, (4, head + r * (cell + pad) + 34), text[40:80])
+            caption_lines(r, f"person {person_id} + dog {pet_id}", caption_two(scene, "left"))
             put(pair_refs[key][0], r, 0)
             put(pair_refs[key][1], r, 1)
-            for c, name in enumerate(("nested attention (ours)", "base (no subject)"), start=2):
-                parts = two_rows[name]
+            for c, parts in enumerate(two_rows.values(), start=2):
                 i = parts["person"].keys.index(key)
                 put(np.concatenate([parts["person"].images[i], parts["dog"].images[i]], axis=1), r, c)
     return sheet

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import ScorerError
+from .identity import ATTRIBUTES, DOMAINS
 from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
 from .scene import FACTORS, Scene
 
@@ -77,6 +78,19 @@ def reference_similarity(model: IdentityNet, generated: Images, references: Imag
 
 
 @torch.no_grad()
+def predict_attributes(model: IdentityNet, images: Images, domain: str) -> dict[str, torch.Tensor]:
+    """What the identity net's attribute heads read in images of ``domain``: {attribute: [n] value index
+    into ``identity.ATTRIBUTES[domain]``} (the heads the net was trained through)."""
+    if domain not in ATTRIBUTES:
+        raise ScorerError(f"unknown domain {domain!r}: use one of {DOMAINS}")
+    model.eval()
+    x = to_batch(images, model.config.image_size)
+    logits = [model.head_logits(model.features(x[i:i + BATCH])) for i in range(0, len(x), BATCH)]
+    return {name: torch.cat([part[f"{domain}_{name}"] for part in logits]).argmax(dim=1)
+            for name, _ in ATTRIBUTES[domain]}
+
+
+@torch.no_grad()
 def predict_scenes(model: SceneNet, images: Images) -> dict[str, torch.Tensor]:
     """The predicted value index of every factor: {factor: [n]}."""
     model.eval()
@@ -85,19 +99,23 @@ def predict_scenes(model: SceneNet, images: Images) -> dict[str, torch.Tensor]:
     return {name: torch.cat([o[name] for o in outs]).argmax(dim=1) for name in outs[0]}
 
 
-def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Per factor, the fraction of images whose predicted value is the scene's; ``all``: every factor right."""
+def scene_hits(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
+    """Per factor, whether each image's predicted value is its scene's: {factor: bool [n]}; ``all``: every factor right."""
     predicted = predict_scenes(model, images)
     if len(scenes) != len(next(iter(predicted.values()))):
         raise ScorerError(f"{len(scenes)} scenes for {len(next(iter(predicted.values())))} images: give one scene per image")
-    report, all_right = {}, torch.ones(len(scenes), dtype=torch.bool)
+    hits, all_right = {}, torch.ones(len(scenes), dtype=torch.bool)
     for factor, values in FACTORS.items():
         target = torch.tensor([values.index(getattr(s, factor)) for s in scenes])
-        right = predicted[factor] == target
-        report[factor] = float(right.double().mean())
-        all_right &= right
-    report["all"] = float(all_right.double().mean())
-    return report
+        hits[factor] = predicted[factor] == target
+        all_right &= hits[factor]
+    hits["all"] = all_right
+    return hits
+
+
+def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Per factor, the fraction of images whose predicted value is the scene's; ``all``: every factor right."""
+    return {name: float(right.double().mean()) for name, right in scene_hits(model, images, scenes).items()}
 
 
 def save_scorer(model: Union[IdentityNet, SceneNet], path) -> Path:

@@ -110,12 +110,16 @@ def test_toy_and_tiny_clip_vision_towers_share_one_recogniser(tiny_models, tmp_p
     tiny_comfy.register_test_models()
     assert comfy.clip_vision.load_clipvision_from_sd is wrapped
     tiny, toy = str(tiny_comfy.CLIP_VISION_TINY_CONFIG), str(comfy_models.TOY_CLIP_VISION_CONFIG)
-    assert sorted(comfy_models.registered_clip_vision_configs()) == sorted([tiny, toy])
+    first = str(comfy_models.FIRST_EDITION_CLIP_VISION_CONFIG)
+    assert sorted(comfy_models.registered_clip_vision_configs()) == sorted([tiny, toy, first])
     assert comfy.clip_vision.load(str(tiny_models["clip_vision"])).image_size == 56
 
-    toy_tower = comfy.clip_vision.ClipVisionModel(toy)  # a random tower of the toy layout
-    comfy.utils.save_torch_file(toy_tower.model.state_dict(), str(tmp_path / "toy.safetensors"))
-    assert comfy.clip_vision.load(str(tmp_path / "toy.safetensors")).image_size == 64
+    for config, tokens in ((toy, 65), (first, 257)):  # random towers of the toy layouts: each loads as itself
+        tower = comfy.clip_vision.ClipVisionModel(config)
+        comfy.utils.save_torch_file(tower.model.state_dict(), str(tmp_path / "toy.safetensors"))
+        loaded = comfy.clip_vision.load(str(tmp_path / "toy.safetensors"))
+        features = loaded.encode_image(torch.rand(1, 64, 64, 3))["penultimate_hidden_states"]
+        assert loaded.image_size == 64 and features.shape == (1, tokens, 64)
 
 
 def test_sd15_mini_samples_and_decodes(comfy_root, tiny_models):

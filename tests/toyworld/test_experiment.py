@@ -32,7 +32,9 @@ def test_published_files_match_their_manifest_and_are_fp16(smoke):
 
     weights = smoke / "weights"
     manifest = json.loads((weights / "manifest.json").read_text())
-    expected = {*BASE_FILES.values(), *ENCODER_FILES.values(), *SCORER_FILES.values()}
+    oracles = {f"benchmark/oracles/{key}/{domain}_1800.safetensors" for key in ("nested_attention", "decoupled")
+               for domain in ("person", "pet")}  # one held-out id per domain in the smoke preset
+    expected = {*BASE_FILES.values(), *ENCODER_FILES.values(), *SCORER_FILES.values(), *oracles}
     assert set(manifest) == expected
     for rel, entry in manifest.items():
         data = (weights / rel).read_bytes()
@@ -66,17 +68,22 @@ def test_text_encoder_knows_only_the_world_vocabulary(smoke):
 
 
 def test_results_table_and_grid(smoke):
+    from nested_attention.toyworld.evaluation import BASE, ORACLE_TEXT, OURS, RENDERS, ROUND_TRIP, masked_row
+
     results = smoke / "results"
     table = (results / "results.md").read_text()
-    for name in (*METHODS, "base (no subject)", "renders (upper bound)"):
+    for name in (*METHODS, *map(masked_row, METHODS), BASE, RENDERS, ROUND_TRIP, ORACLE_TEXT):
         assert f"| {name} |" in table
     scores = json.loads((results / "results.json").read_text())["scores"]
-    assert set(scores["two"]) == {"base (no subject)", "nested attention (ours)"}
+    assert set(scores["two"]) == {BASE, OURS, masked_row(OURS)}
+    config = PRESETS["smoke"].evaluation
     for name, s in scores["single"].items():
         assert -1 <= s["identity"] <= 1 and 0 <= s["prompt"]["all"] <= 1
-        assert s["n"] == 2 * PRESETS["smoke"].evaluation.ids_per_domain * 6
-    grid = np.asarray(Image.open(results / "grid.png"))
-    assert grid.ndim == 3 and grid.std() > 0
+        assert s["n"] == 2 * config.ids_per_domain * config.prompts
+    assert set(scores["sweep"]["curves"]) == set(METHODS)
+    for name in ("grid.png", "tradeoff.png"):
+        image = np.asarray(Image.open(results / name))
+        assert image.ndim == 3 and image.std() > 0, name
 
 
 def test_finished_stages_are_skipped_and_evaluation_is_deterministic(smoke):
@@ -89,8 +96,10 @@ def test_finished_stages_are_skipped_and_evaluation_is_deterministic(smoke):
 def test_a_stage_without_its_earlier_stages_is_refused(tmp_path):
     from nested_attention.toyworld.errors import ExperimentError
 
-    with pytest.raises(ExperimentError, match="stage base needs stage\\(s\\) data, scorers"):
+    with pytest.raises(ExperimentError, match="stage base needs stage\\(s\\) data, vae, clip"):
         run(tmp_path, "smoke", ["base"])
+    with pytest.raises(ExperimentError, match="stage vae needs stage\\(s\\) data of"):
+        run(tmp_path, "smoke", ["vae"])
 
 
 def test_evaluation_of_an_incomplete_weights_folder_names_the_missing_file(tmp_path):
@@ -100,3 +109,51 @@ def test_evaluation_of_an_incomplete_weights_folder_names_the_missing_file(tmp_p
 
     with pytest.raises(ExperimentError, match="has no models/checkpoints/toyworld_base.safetensors"):
         run_evaluation(tmp_path, tmp_path / "results", EvalConfig())
+
+
+def test_the_trained_toy_clip_is_what_the_base_and_the_encoders_read(smoke):
+    from safetensors.torch import load_file
+
+    from nested_attention.toyworld.base_model import load_checkpoint
+
+    report = json.loads((smoke / "clip" / "clip_report.json").read_text())
+    for tower in ("trained_tower", "random_tower"):
+        for domain in ("person", "pet"):
+            assert set(report[tower][domain]) == {"retrieval_top1", "retrieval_chance", "attribute_probes"}
+    published = load_file(str(smoke / "weights" / BASE_FILES["clip_vision"]))
+    trained = load_file(str(smoke / "clip" / "clip_vision.safetensors"))
+    assert set(published) == set(trained) and all(torch.equal(published[k], trained[k].half()) for k in trained)
+    text = load_file(str(smoke / "clip" / "text_encoder.safetensors"))
+    _, clip, _ = load_checkpoint(smoke / "weights" / BASE_FILES["checkpoint"])
+    in_checkpoint = clip.cond_stage_model.state_dict()
+    for key, value in text.items():
+        if not key.startswith("clip_l.transformer.text_model."):
+            continue  # logit scale, text projection: an SD1.5 checkpoint keeps neither (the UNet reads neither)
+        assert torch.equal(in_checkpoint[key].float(), value.half().float()), key
+
+
+def test_every_encoder_logged_the_reference_gap_on_held_out_subjects(smoke):
+    for key in ENCODER_FILES:
+        log = [json.loads(line) for line in (smoke / "encoders" / key / "train_log.jsonl").read_text().splitlines()]
+        gaps = [e for e in log if e.get("event") == "validation"]
+        assert [e["step"] for e in gaps] == [1, 2] and all(e["images"] > 0 for e in gaps)
+    held = json.loads((smoke / "encoders" / "validation" / "toyworld.json").read_text())["images"]
+    assert {item["identity_id"] for item in held} <= set(range(1900, 2000))
+
+
+def test_the_base_stage_measures_where_the_subject_word_attends(smoke):
+    share = json.loads((smoke / "base" / "attention_share.json").read_text())
+    assert len(share["layers"]) == 7 and all(0 <= v["inside"] <= 1 for v in share["layers"].values())
+
+
+def test_base_captions_name_the_attributes_for_their_share_of_images():
+    from nested_attention.toyworld.dataset import make_samples
+    from nested_attention.toyworld.experiment import base_captions
+
+    manifest = [{"file": f"{s.key}/{n:03d}.png", "domain": s.domain, "identity_id": s.identity_id,
+                 "scene": {"background": s.scene.background, "placement": s.scene.placement,
+                           "framing": s.scene.framing, "style": s.scene.style}}
+                for n, s in enumerate(make_samples(["person", "pet"], range(200), 2, seed=1))]
+    counts = {share: sum(" with " in c for c in base_captions(manifest, share, 0)) for share in (0.0, 0.5, 1.0)}
+    assert counts[0.0] == 0 and counts[1.0] == len(manifest) and 0.4 < counts[0.5] / len(manifest) < 0.6
+    assert base_captions(manifest, 0.5, 0) == base_captions(manifest, 0.5, 0)

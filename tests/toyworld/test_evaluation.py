@@ -1,0 +1,197 @@
+"""The evaluation's plan and its statistics, without ComfyUI: a stand-in host records every subject it
+encodes, every model it applies and every image it is asked for; the scores come from the committed
+scoring models. (The real host's path is in test_generation.py and test_committed_results.py.)"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nested_attention.toyworld.errors import ExperimentError
+from nested_attention.toyworld.evaluation import (BASE, ORACLE_TEXT, OURS, RENDERS, ROUND_TRIP, EvalConfig, evaluate,
+                                                  evaluation_size, masked_row, oracle_row)
+from nested_attention.toyworld.evaluation_inputs import reference, scene_render
+from nested_attention.toyworld.evaluation_scores import Collected, clustered_se
+from nested_attention.toyworld.generation import SamplerSettings
+from nested_attention.toyworld.publish import COMMITTED_WEIGHTS, SCORER_FILES, compare_results
+from nested_attention.toyworld.report import markdown_report
+from nested_attention.toyworld.scoring import load_scorer
+
+METHOD_RULES = {OURS: "nested", "single token": "single_token", "decoupled cross-attention": "decoupled"}
+
+
+class RecordingHost:
+    """ToyHost's interface; a model is the tuple of what was applied to the base. An image is noise
+    keyed by the seed, or, for the base with the prompt of a scene render, nothing special: the
+    evaluation's plan, not the images, is under test."""
+
+    def __init__(self):
+        self.model = ()
+        self.encoded, self.samples = [], []
+
+    def subject(self, method, encoder, references, word, masks=None):
+        self.encoded.append({"rule": method.rule, "references": references, "masks": masks, "word": word})
+        return len(self.encoded) - 1
+
+    def apply(self, model, subject, rule, strength=1.0, region=None):
+        side = None if region is None else ("left" if float(region[0, :, 0].mean()) == 1 else "right")
+        return model + ((subject, rule, float(strength), side),)
+
+    def with_subject(self, model, method, encoder, references, word, region=None, strength=1.0, masks=None):
+        return self.apply(model, self.subject(method, encoder, references, word, masks), method.rule, strength, region)
+
+    def sample(self, model, text, seed, settings, size=64):
+        self.samples.append((model, text, seed))
+        return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+    def round_trip(self, images):
+        return images // 2 * 2
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    return (load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["identity"]).float(),
+            load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["scene"]).float())
+
+
+CONFIG = EvalConfig(ids_per_domain=2, gallery=2, pairs=1, prompts=2, sweep_ids_per_domain=1, sweep_prompts=1,
+                    sampler=SamplerSettings(steps=1))
+
+
+@pytest.fixture(scope="module")
+def evaluated(scorers):
+    host = RecordingHost()
+    methods = {name: (SimpleNamespace(rule=rule), None) for name, rule in METHOD_RULES.items()}
+    oracles = {(OURS, "person", 1800): "oracle of person 1800", ("decoupled cross-attention", "pet", 1801): "oracle",
+               (OURS, "person", 1999): "not an evaluated id"}
+    result = evaluate(host, methods, *scorers, CONFIG, oracles)
+    return host, methods, oracles, result
+
+
+def test_every_sampler_call_is_counted_and_every_row_is_paired_by_seed(evaluated):
+    host, methods, oracles, result = evaluated
+    assert len(host.samples) == evaluation_size(CONFIG, methods, oracles) == (
+        2 * 2 * 2 * (2 + 2 * 3) + 2 * 2  # single rows (+ the two oracles' prompts)
+        + 2 * 1 * 1 * (3 + 2 + 2)  # the sweep's strengths other than 1, on one id per domain, one prompt
+        + 1 * 3 * 3)  # two subjects: base, ours whole, ours masked
+    seeds = {}
+    for model, text, seed in host.samples:
+        seeds.setdefault(seed, set()).add(text)
+    assert len(seeds) == 2 * 2 * 2 + 3  # one seed per (identity, prompt) and per (pair, prompt), shared by the rows
+
+
+def test_rows_hold_what_their_names_say(evaluated):
+    host, methods, _, result = evaluated
+    single = result["single"]
+    assert list(single) == [RENDERS, ROUND_TRIP, ORACLE_TEXT, BASE, *METHOD_RULES, *map(masked_row, METHOD_RULES),
+                            oracle_row(OURS), oracle_row("decoupled cross-attention")]
+    for name, s in single.items():
+        expected = 2 if "oracle)" in name else 2 * 2 * 2
+        assert s["n"] == len(s["per_image"]) == expected, name
+    assert single[oracle_row(OURS)]["identities"] == 1
+    assert set(single[oracle_row(OURS)]["same_images"]) == {BASE, OURS}
+    # the masked rows' subjects were encoded with the reference render's own subject mask; the others without
+    masked = [e for e in host.encoded if e["masks"] is not None]
+    whole = [e for e in host.encoded if e["masks"] is None]
+    assert len(masked) == len(whole) == 2 * 2 * 3 + 2  # each identity once per method (the sweep reuses it), a pair
+    first = reference("person", 1800)
+    assert any(np.array_equal(e["masks"][0], np.asarray(first.mask)) and
+               np.array_equal(e["references"][0], np.asarray(first.image)) for e in masked)
+    # the renders row holds the scene renders; the round-trip row what the host's VAE gave back for them
+    renders = result["rows"][RENDERS]
+    key = renders.keys[0]
+    assert np.array_equal(renders.image(key), scene_render(*key))
+    assert np.array_equal(result["rows"][ROUND_TRIP].image(key), scene_render(*key) // 2 * 2)
+    # renders look like their identity, noise does not
+    assert single[RENDERS]["identity"] > single[BASE]["identity"] + 0.2
+
+
+def test_the_sweep_reuses_strength_one_and_applies_each_strength(evaluated):
+    host, _, _, result = evaluated
+    curves = result["sweep"]["curves"]
+    assert {m: list(points) for m, points in curves.items()} == {
+        OURS: ["0.5", "1", "2", "3"], "single token": ["0.5", "1", "2"], "decoupled cross-attention": ["0.25", "0.5", "1"]}
+    keys = CONFIG.sweep_keys()
+    main = result["rows"][OURS].subset(keys)
+    per_image = result["single"][OURS]["per_image"]
+    assert len(main.keys) == 2
+    assert curves[OURS]["1"]["identity"] == pytest.approx(np.mean([per_image[k] for k in per_image
+                                                                    if "snow/left" in k and " 1800 " in k]), abs=1e-5)
+    applied = {(step[1], step[2]) for model, _, _ in host.samples for step in model}
+    assert {("nested", 3.0), ("decoupled", 0.25), ("single_token", 2.0), ("nested", 1.0)} <= applied
+    assert set(result["sweep"]["points"]) == {RENDERS, ORACLE_TEXT, BASE}
+    assert all(p["n"] == len(keys) for p in result["sweep"]["points"].values())
+
+
+def test_two_subjects_apply_one_subject_per_region_whole_and_masked(evaluated):
+    host, _, _, result = evaluated
+    assert set(result["two"]) == {BASE, OURS, masked_row(OURS)}
+    two_models = {model for model, text, _ in host.samples if "and a dog" in text}
+    assert () in two_models
+    sides = sorted(tuple(step[3] for step in model) for model in two_models if model)
+    assert sides == [("left", "right"), ("left", "right")]
+    for side in ("person", "dog"):
+        assert result["two"][OURS][side]["n"] == 3
+
+
+def test_the_report_has_every_table(evaluated):
+    _, _, _, result = evaluated
+    scores = {k: result[k] for k in ("single", "sweep", "two")}
+    text = markdown_report(scores, CONFIG, 123)
+    for name in result["single"]:
+        assert f"| {name} |" in text
+    assert "| persons | face shape |" in text and "| dogs | head shape |" in text
+    assert "| nested attention (ours) | 3 |" in text and "123 KSampler calls" in text
+    assert "Two subjects in one image (1 held-out person/dog pairs" in text
+
+
+def test_clustered_standard_error_counts_identities_not_images():
+    # four images of identity a score 1, one image of b scores 0: two identity means, 1 and 0
+    assert clustered_se([1, 1, 1, 1, 0], ["a"] * 4 + ["b"]) == pytest.approx(np.std([1, 0], ddof=1) / np.sqrt(2))
+    assert clustered_se([0.2, 0.4], ["a", "a"]) is None
+    assert clustered_se([1, 2, 3, 4], ["a", "b", "c", "d"]) == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_collected_subset_keeps_order_and_galleries():
+    collected = Collected()
+    gallery = np.zeros((1, 64, 64, 3), np.uint8)
+    for n in range(3):
+        collected.add(np.full((64, 64, 3), n, np.uint8), gallery, None, ("person", 1800 + n, None))
+    part = collected.subset([("person", 1802, None), ("person", 1800, None), ("person", 9, None)])
+    assert part.keys == [("person", 1800, None), ("person", 1802, None)]
+    assert set(part.galleries) == {("person", 1800), ("person", 1802)}
+
+
+@pytest.mark.parametrize("field, value", [("prompts", 7), ("prompts", 0), ("sweep_prompts", 3), ("gallery", 0)])
+def test_a_bad_config_names_the_field(field, value):
+    with pytest.raises(ExperimentError, match=f"EvalConfig.{field} is {value}"):
+        EvalConfig(**{"prompts": 2, field: value})
+
+
+def test_a_sweep_without_finite_strengths_is_refused():
+    with pytest.raises(ExperimentError, match="strengths of 'single token'"):
+        EvalConfig(sweeps=(("single token", (1.0, float("nan"))),))
+
+
+def test_compare_results_takes_every_number_and_refuses_other_measurements():
+    ours = {"single": {"a": {"identity": 0.5, "identity_se": None, "per_image": {"x": 0.1}}}}
+    theirs = {"single": {"a": {"identity": 0.52, "identity_se": None, "per_image": {"x": 0.1}}}}
+    assert compare_results(ours, theirs) == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="differ in what they measure"):
+        compare_results(ours, {"single": {"a": {"identity": 0.5, "per_image": {"y": 0.1}}}})
+
+
+def test_published_oracles_are_found_by_method_name_and_their_absence_is_said(tmp_path, caplog):
+    import torch
+
+    from nested_attention.nested_attention_core.subject import NestedSubject, save_subject
+    from nested_attention.toyworld.publish import ORACLE_DIR, load_oracle_subjects
+
+    assert load_oracle_subjects(tmp_path) == {}
+    assert "leaves out the per-identity oracle rows" in caplog.text
+    subject = NestedSubject("dog", torch.zeros(2, 4), {"input_1_0": (torch.ones(2, 8), torch.ones(2, 8))}, "toy", 4)
+    (tmp_path / ORACLE_DIR / "decoupled").mkdir(parents=True)
+    save_subject(tmp_path / ORACLE_DIR / "decoupled" / "pet_1801.safetensors", subject)
+    (key, loaded), = load_oracle_subjects(tmp_path).items()
+    assert key == ("decoupled cross-attention", "pet", 1801) and loaded.word == "dog"

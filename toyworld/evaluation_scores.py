@@ -1,0 +1,112 @@
+"""A row of the evaluation (generated images with what they are scored against) and its scores.
+
+* identity: mean cosine between an image's identity embedding and its identity's gallery
+  (``scoring.reference_similarity``, the toy ArcFace score);
+* prompt alignment: the scene model's hits on the scene the prompt asked for, per factor and ``all``;
+* attributes (one subject): per discrete attribute, whether the identity net's head reads the
+  reference identity's value in the image (``scoring.predict_attributes``).
+
+Images of one identity share its reference, its gallery and often its failure, so they are not
+independent draws: every standard error here is clustered by identity (a pair, for two subjects):
+the mean of each identity's images first, then the standard error of those means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .identity import ATTRIBUTES, CLASS_WORDS, attribute_labels, sample_identity
+from .scoring import predict_attributes, reference_similarity, scene_hits
+
+
+def clustered_se(values: Sequence[float], clusters: Sequence) -> Optional[float]:
+    """Standard error of the mean of ``values`` clustered by ``clusters`` (one label per value): the
+    mean of each cluster, then the standard error over cluster means; None with fewer than two clusters."""
+    means: dict = {}
+    for value, cluster in zip(values, clusters):
+        means.setdefault(cluster, []).append(float(value))
+    if len(means) < 2:
+        return None
+    per_cluster = np.array([np.mean(v) for v in means.values()])
+    return float(per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)))
+
+
+def key_text(key) -> str:
+    """'person 1800 | red/center/full/photo' (one subject) or 'pair 1800+1999 | ...' (two subjects)."""
+    first, second, scene = key
+    scene_text = f"{scene.background}/{scene.placement}/{scene.framing}/{scene.style}"
+    return f"{first} {second} | {scene_text}" if isinstance(first, str) else f"pair {first}+{second} | {scene_text}"
+
+
+@dataclass
+class Collected:
+    """Generated images of one row with what they are scored against. A key is (domain, identity id,
+    scene) for one subject and (person id, dog id, scene) for two; its first two parts are the cluster."""
+    images: list = field(default_factory=list)
+    scenes: list = field(default_factory=list)
+    keys: list = field(default_factory=list)
+    galleries: dict = field(default_factory=dict)  # cluster -> renders [g, h, w, 3] its images are compared with
+
+    def add(self, image: np.ndarray, gallery: np.ndarray, scene, key) -> None:
+        self.images.append(image)
+        self.scenes.append(scene)
+        self.keys.append(key)
+        self.galleries.setdefault(key[:2], gallery)
+
+    def image(self, key) -> np.ndarray:
+        return self.images[self.keys.index(key)]
+
+    def subset(self, keys) -> "Collected":
+        """The images of ``keys`` that this row has, in this row's order."""
+        wanted, out = set(keys), Collected()
+        for image, scene, key in zip(self.images, self.scenes, self.keys):
+            if key in wanted:
+                out.add(image, self.galleries[key[:2]], scene, key)
+        return out
+
+    def scores(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None,
+               attributes: bool = False) -> dict:
+        """identity (± clustered SE), prompt accuracy per factor (``factors``: those reported; default
+        all) and ``all``, every reported factor right (± clustered SE), n, identities, every image's
+        identity score; with ``attributes``, the per-attribute accuracy of each domain (one subject)."""
+        clusters = [key[:2] for key in self.keys]
+        sims = self._similarities(identity_net)
+        hits = scene_hits(scene_net, np.stack(self.images), self.scenes)
+        if factors is not None:  # "all": every reported factor right
+            hits = {name: hits[name] for name in factors}
+            hits["all"] = torch.stack(list(hits.values())).all(dim=0)
+        prompt = {name: float(right.double().mean()) for name, right in hits.items()}
+        out = {"identity": float(sims.mean()), "identity_se": clustered_se(sims.tolist(), clusters),
+               "prompt": prompt, "prompt_se": clustered_se(hits["all"].double().tolist(), clusters),
+               "n": len(self.images), "identities": len(set(clusters))}
+        if attributes:
+            out["attributes"] = self._attribute_accuracy(identity_net)
+        out["per_image"] = {key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}
+        return out
+
+    def _similarities(self, identity_net) -> torch.Tensor:
+        """Each image's mean cosine to its cluster's gallery, one gallery embedding per cluster."""
+        sims = torch.empty(len(self.images), dtype=torch.float64)
+        for cluster, gallery in self.galleries.items():
+            rows = [i for i, key in enumerate(self.keys) if key[:2] == cluster]
+            sims[rows] = reference_similarity(identity_net, np.stack([self.images[i] for i in rows]), gallery).double()
+        return sims
+
+    def _attribute_accuracy(self, identity_net) -> dict:
+        """{class word: {attribute: {"accuracy", "se"}}}: how often the image shows the reference's value."""
+        out = {}
+        for domain in ATTRIBUTES:
+            rows = [i for i, key in enumerate(self.keys) if key[0] == domain]
+            if not rows:
+                continue
+            predicted = predict_attributes(identity_net, np.stack([self.images[i] for i in rows]), domain)
+            truth = [attribute_labels(sample_identity(domain, self.keys[i][1])) for i in rows]
+            clusters = [self.keys[i][:2] for i in rows]
+            out[CLASS_WORDS[domain]] = {}
+            for name, _ in ATTRIBUTES[domain]:
+                hit = (predicted[name] == torch.tensor([t[name] for t in truth])).double().tolist()
+                out[CLASS_WORDS[domain]][name] = {"accuracy": float(np.mean(hit)), "se": clustered_se(hit, clusters)}
+        return out
