@@ -81,8 +81,8 @@ class EvalConfig:
     ids_per_domain: int = 12  # held-out identities 1800.. of each domain
     gallery: int = 4  # renders of each identity its images are compared with
     pairs: int = 12  # two-subject evaluations (person 1800+i with dog 1999-i)
-    prompts: int = 6  # the first prompts of EVAL_SCENES
-    sweep_ids_per_domain: int = 8  # the sweep's identities: the first of the evaluation's (at most ids_per_domain)
+    prompts: int = 4  # the first prompts of EVAL_SCENES (4 x 24 identities: within make toyworld-eval's 15 min)
+    sweep_ids_per_domain: int = 6  # the sweep's identities: the first of the evaluation's (at most ids_per_domain)
     sweep_prompts: int = 3  # the sweep's prompts: the first of the evaluation's
     sweeps: tuple = DEFAULT_SWEEPS  # (method, strengths) of the trade-off curves
     sampler: SamplerSettings = field(default_factory=SamplerSettings)

@@ -129,7 +129,10 @@ class Stages:
     def config_of(self, stage: str) -> dict:
         parts = {"data": ["data"], "scorers": ["scorers"], "vae": ["data", "vae"], "clip": ["data", "clip"],
                  "base": ["data", "vae", "clip", "base"],
-                 "encoders": ["data", "vae", "clip", "base", "encoders"]}.get(stage, list(asdict(self.config)))
+                 "encoders": ["data", "vae", "clip", "base", "encoders"],
+                 "publish": ["data", "scorers", "vae", "clip", "base", "encoders"],
+                 "oracles": ["data", "scorers", "vae", "clip", "base", "encoders", "oracles"]
+                 }.get(stage, list(asdict(self.config)))  # evaluate: everything
         return {part: asdict(getattr(self.config, part)) for part in parts}
 
     def done(self, stage: str) -> bool:
