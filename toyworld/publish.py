@@ -154,7 +154,7 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
     scene_net = load_scorer(weights_dir / SCORER_FILES["scene"]).float()
     calls = evaluation_size(config, methods, oracles)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 64 px KSampler calls: 0.40 s on one thread, 0.76 s on two (measured, 2 cores)
+    torch.set_num_threads(1)  # 64 px KSampler calls: 0.59 s on one thread, 0.76 s on two (measured, 2 cores)
     try:
         with progress_bar(bar, calls, "evaluate") as progress:
             result = evaluate(host, methods, identity_net, scene_net, config, oracles, progress)
