@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base_model import init_frozen_random, new_clip_vision, new_text_encoder_state, toy_text_encoder
+from .base_model import new_clip_vision, new_text_encoder_state, toy_text_encoder
 from .identity import ATTRIBUTES, DOMAINS, attribute_labels, heldout_ids, sample_identity, train_ids
 
 
@@ -92,7 +92,8 @@ def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
     with ``clip_l.*`` keys and words outside ``vocabulary`` zeroed, losses)."""
     tower = new_clip_vision(config.seed)
     vision = tower.model.float().train().requires_grad_(True)
-    text_encoder = toy_text_encoder(new_text_encoder_state(vocabulary, config.seed))
+    initial = new_text_encoder_state(vocabulary, config.seed)  # words outside the world: zero rows
+    text_encoder = toy_text_encoder(initial)
     text = text_encoder.clip_l.transformer.float().train().requires_grad_(True)
     unique = sorted(set(captions))
     tokens = caption_tokens(unique)
@@ -131,7 +132,7 @@ def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
     text.eval().requires_grad_(False)
     state = text_encoder.state_dict()
     table = "clip_l.transformer.text_model.embeddings.token_embedding.weight"
-    keep = new_text_encoder_state(vocabulary, config.seed)[table] != 0
+    keep = initial[table] != 0
     state[table] = state[table] * keep.any(dim=1, keepdim=True)  # words outside the world's stay "no word"
     return tower, state, losses
 
