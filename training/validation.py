@@ -26,6 +26,9 @@ from .errors import TrainingDataError
 class ReferenceGap:
     def __init__(self, session, folder, max_images: int = 64):
         cfg = session.config
+        if not Path(folder).is_dir():
+            raise TrainingDataError(f"validation folder {folder} does not exist or is not a folder: pass "
+                                    "--validation-data DIR, a folder of held-out subjects in the --data layout")
         words = Path(folder) / "subjects.json"
         self.data = scan_data_folder(folder, session.has_word, words if words.is_file() else None, cfg.default_word)
         subjects = sorted(self.data.subjects)

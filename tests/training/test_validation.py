@@ -75,6 +75,16 @@ def test_a_validation_folder_without_two_subjects_of_a_word_is_refused(training,
         _gap(session, lonely)
 
 
+def test_a_missing_validation_folder_names_the_flag(training, sdxl_models, helpers, tiny_models, tmp_path):
+    from nested_attention.training.errors import TrainingDataError
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 2})
+    session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out"), models=sdxl_models)
+    with pytest.raises(TrainingDataError, match="validation folder .*sks_dog_heldout does not exist.*--validation-data"):
+        _gap(session, tmp_path / "sks_dog_heldout")
+
+
 def test_validate_every_must_be_positive(training, helpers, tiny_models, tmp_path):
     from nested_attention.training.errors import TrainingConfigError
 
