@@ -16,6 +16,8 @@ dropped carries no prompt.
 """
 from __future__ import annotations
 
+import contextlib
+
 from ..nested_attention_core.prompt import PromptWords
 from ..nested_attention_core.rules import NESTED as NESTED_RULE
 
@@ -46,6 +48,21 @@ class TrainingBinding:
 
     def active(self, sigma: float) -> bool:
         return True  # training covers every timestep
+
+    def recompute_state(self):
+        """For gradient checkpointing (host ``checkpointing.py``): a factory of contexts in which the UNet's
+        blocks, recomputed in the backward pass, get the nested keys/values they got in the forward pass (the
+        step has ended by then and cleared them)."""
+        live, current = self.live, self.live.current
+
+        @contextlib.contextmanager
+        def state():
+            before, live.current = live.current, current
+            try:
+                yield
+            finally:
+                live.current = before
+        return state
 
     def nested_kv(self, layer_id: str, device, dtype):
         if self.live.current is None:

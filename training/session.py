@@ -92,7 +92,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
 
     encoder, source = build_encoder(config, models)
     method.prepare(encoder)
-    denoiser = Denoiser(models.patcher, method.rule)
+    denoiser = Denoiser(models.patcher, method.rule, config.gradient_checkpointing)
     denoiser.load()
     encoder.to(denoiser.device)
     broadcast_module(encoder, dist)

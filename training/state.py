@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 UNRECORDED_IDENTITY = {"method": "nested"}  # states written before the identity recorded the method
+UNRECORDED_CONFIG = {"optimizer": "adamw"}  # states written before --optimizer existed
 _STATE_NAME = re.compile(r"^state-(\d+)\.pt$")
 
 
@@ -117,7 +118,8 @@ def check_compatible(path: Path, state: dict, config_json: str, identity: dict) 
             raise ResumeError(f"--resume {path} was made with another {key.replace('_', ' ')} "
                               f"({then_identity.get(key)!r}, now {value!r}): resume with the same "
                               "--checkpoint, --clip-vision, encoder and method, or start a new --output")
-    then, now = json.loads(state["config"]), json.loads(config_json)
+    then, now = {**UNRECORDED_CONFIG, **json.loads(state["config"])}, json.loads(config_json)
+    then.update({k: now[k] for k in now if k not in then})  # flags newer than the state: taken as they are now
     changed = sorted(k for k in now if k not in REPORTING_FIELDS and then.get(k) != now[k])
     structural = [k for k in changed if k in STRUCTURAL_FIELDS]
     if structural:

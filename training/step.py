@@ -23,11 +23,13 @@ from .method import NESTED
 
 
 class Denoiser:
-    def __init__(self, patcher, rule: str = NESTED_RULE):
+    def __init__(self, patcher, rule: str = NESTED_RULE, gradient_checkpointing: bool = False):
         self.live = LiveNested()
         model = host.apply_binding(patcher, TrainingBinding(self.live, rule))
         self.plain = patcher  # the unpatched model: the "no adapter" reference and the sampling base
-        self.patched = model
+        # with --gradient-checkpointing the UNet recomputes its block activations in the backward pass
+        self.patched = host.checkpointed(model) if gradient_checkpointing else model
+        self.frozen = host.checkpointed(patcher) if gradient_checkpointing else patcher  # a step without subject
         self.base = model.model  # comfy.model_base.BaseModel, shared by every clone
         self.model_sampling = model.get_model_object("model_sampling")
         self.kind = parameterization(self.model_sampling)
@@ -61,8 +63,8 @@ class Denoiser:
         uuids = [f"row{i}" for i in range(len(batch))]
         prompts = {uuid: p for uuid, p in zip(uuids, batch.prompts) if p is not None} if with_subject else {}
         step = host.StepPrompts(prompts, float(batch.sigma.max()), latent_size=tuple(batch.x_noisy.shape[-2:]))
-        model = self.patched if with_subject else self.plain
-        options = host.step_transformer_options(model.model_options["transformer_options"], step)
+        model = self.patched if with_subject else self.frozen
+        options = host.model_call_options(model, step)
         options.update(cond_or_uncond=[0] * len(batch), uuids=uuids, sigmas=batch.sigma)
         return options
 

@@ -8,14 +8,15 @@ layer's patch, and the host's plain attention it wraps) are public for the bench
 layer outside a model.
 """
 from .binding import Binding, SubjectBinding
+from .checkpointing import checkpointed, is_checkpointed
 from .model import attention_modules, check_fits_model, model_context_dim, model_family, model_layers
 from .patch import (NestedAttentionPatch, applied_subjects, apply_binding, apply_subject, host_attention,
-                    step_transformer_options)
+                    model_call_options, step_transformer_options)
 from .prompt import encode_prompt, prompt_words
 from .reference import reference_features
 from .step import PROMPT_KEY, STEP_KEY, StepPrompts
 
 __all__ = ["PROMPT_KEY", "STEP_KEY", "Binding", "NestedAttentionPatch", "StepPrompts", "SubjectBinding",
-           "applied_subjects", "apply_binding", "apply_subject", "attention_modules", "check_fits_model",
-           "encode_prompt", "host_attention", "model_context_dim", "model_family", "model_layers", "prompt_words",
+           "applied_subjects", "apply_binding", "apply_subject", "attention_modules", "check_fits_model", "checkpointed",
+           "encode_prompt", "host_attention", "is_checkpointed", "model_call_options", "model_context_dim", "model_family", "model_layers", "prompt_words",
            "reference_features", "step_transformer_options"]

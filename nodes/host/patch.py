@@ -129,6 +129,17 @@ def step_transformer_options(transformer_options: dict, step: StepPrompts) -> di
     return options
 
 
+def model_call_options(model, step: StepPrompts) -> dict:
+    """The transformer options of a UNet call made without the host's sampler (the trainer's): those of
+    ``step_transformer_options`` plus the ModelPatcher's wrappers (e.g. ``checkpointing.checkpointed``), merged
+    in as the sampler merges them (comfy/sampler_helpers.py). ``model`` is left as it is."""
+    from comfy.patcher_extension import copy_nested_dicts, merge_nested_dicts
+
+    options = step_transformer_options(model.model_options["transformer_options"], step)
+    options["wrappers"] = merge_nested_dicts(copy_nested_dicts(options.get("wrappers", {})), model.wrappers)
+    return options
+
+
 def _step_wrapper(executor, model, conds, x_in, timestep, model_options):
     """CALC_COND_BATCH wrapper: checks the subject words and lays the subjects over this UNet call."""
     transformer_options = model_options.get("transformer_options", {})
