@@ -23,7 +23,7 @@ HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp ya
 export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
 export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
 
-.PHONY: setup browser test demo tiny-models bench bench-train toyworld toyworld-eval clean-host
+.PHONY: setup browser test demo tiny-models bench bench-train bench-memory toyworld toyworld-eval clean-host
 
 setup: $(VENV)/.stamp $(COMFYUI)/.stamp
 
@@ -31,7 +31,7 @@ $(VENV)/.stamp:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q $(HOST_DEPS) pytest
+	$(PY) -m pip install -q $(HOST_DEPS) pytest tensorboard  # tensorboard: the --log-with test
 	$(PY) -m pip install -q --no-deps -e .   # this repository as the package nested_attention
 	touch $@
 
@@ -76,6 +76,10 @@ bench: setup
 
 bench-train: setup
 	$(PY) -m nested_attention.benchmarks.train_step
+
+# peak memory of an SDXL-architecture training step (about 13 GB of RAM; minutes on a CPU)
+bench-memory: setup
+	$(PY) -m nested_attention.benchmarks.train_memory
 
 toyworld: setup
 	$(PY) -m nested_attention.toyworld experiment toyworld_run --update-repository

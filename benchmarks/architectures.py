@@ -21,8 +21,9 @@ UNET_CONFIGS = {
 }
 
 
-def random_weights_model(family: str, seed: int = 0):
-    """A ComfyUI ModelPatcher of the ``family`` ("sd15" or "sdxl") architecture, fp32, seeded weights."""
+def random_weights_model(family: str, seed: int = 0, dtype=None):
+    """A ComfyUI ModelPatcher of the ``family`` ("sd15" or "sdxl") architecture, seeded weights, fp32 (or
+    ``dtype``: the weights are made in it, never in fp32 first)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -30,7 +31,7 @@ def random_weights_model(family: str, seed: int = 0):
 
     config_class = {"sd15": comfy.supported_models.SD15, "sdxl": comfy.supported_models.SDXL}[family]
     config = config_class({**UNET_CONFIGS[family], **config_class.unet_config})
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype or torch.float32, None)
     model = config.get_model({})
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

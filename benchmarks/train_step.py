@@ -83,8 +83,9 @@ def write_data(root: Path, subjects: int, per_subject: int) -> Path:
     return root
 
 
-def base_models(case: str):
-    """(BaseModels, checkpoint path, CLIP vision path, encoder flags) of a case."""
+def base_models(case: str, dtype=None):
+    """(BaseModels, checkpoint path, CLIP vision path, encoder flags) of a case (full-size UNets in fp32, or
+    ``dtype``)."""
     from ..nodes import host
     from ..toyworld import tiny_comfy, tiny_models
     from ..training.base_models import BaseModels, load_base_models
@@ -102,7 +103,7 @@ def base_models(case: str):
 
     # the family's real tokenizer, from the tiny checkpoint of the same family
     _, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(files[case]), output_vae=False, output_clip=True)
-    patcher = random_weights_model(case)
+    patcher = random_weights_model(case, dtype=dtype)
     family = host.model_family(patcher)
     models = BaseModels(patcher, StandInClip(clip, family.context_dim, POOLED[case]), StandInVAE(),
                         StandInClipVision(), files[case], files["clip_vision"], family, VIT_H_WIDTH)

@@ -242,7 +242,8 @@ def run(session: TrainingSession) -> TrainResult:
     seed_everything(cfg.seed, dist.rank)
     start = resume(session, events) if cfg.resume else 0
     name = "nested attention" if session.method.name == "nested" else f"{session.method.name} (baseline)"
-    logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar, name)
+    logbook = Logbook(cfg.log_path, dist.is_main, cfg.max_steps, start, cfg.progress_bar, name,
+                      cfg.tensorboard_dir if cfg.log_with == "tensorboard" else None)
     prompts = sample_prompts(session.data, cfg.sample_prompts, cfg.sample_count, session.has_word) \
         if cfg.sample_every and dist.is_main else []
     gap = ReferenceGap(session, cfg.validation_data) if cfg.validation_data and dist.is_main else None

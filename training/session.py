@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .data import TrainingData, describe_subjects, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
+from .logbook import require_tensorboard
 from .method import NESTED
 from .base_models import BaseModels, build_encoder, load_base_models
 from .optim import autocast_dtype, make_grad_scaler, make_optimizer, make_scheduler
@@ -78,6 +79,8 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     (method.py), nested attention by default."""
     dist = dist or DistContext()
     method = method or NESTED
+    if config.log_with == "tensorboard":  # before minutes of model loading
+        require_tensorboard()
     load_extra_modules(config.extra_module)
     models = models or load_base_models(config)
     config = config.resolved(models.model_family)

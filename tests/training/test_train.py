@@ -394,3 +394,40 @@ def test_a_changed_init_on_resume_is_said_to_be_unused(training, caplog):
     check_compatible("s.pt", {"identity": {}, "config": json.dumps({"init": None, "lr": 1.0})},
                      json.dumps({"init": "ip-adapter.bin", "lr": 1.0}), {})
     assert "--init is not used when resuming" in caplog.text and "continues with the new values" not in caplog.text
+
+
+def test_two_nodes_of_one_process_train_like_one_node_of_two(training, helpers, tiny_models, tmp_path, comfy_root):
+    """torchrun --nnodes 2 (one rendezvous, c10d, one process per node; both "nodes" on this machine, gloo) against
+    torchrun --standalone --nproc_per_node 2: the same weights to fp32 rounding, the same logged losses."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 2})
+    common = dict(max_steps=2, cache_dir=str(tmp_path / "cache"), warmup_steps=1, batch_size=1, lr=1e-4)
+    one_node = helpers.run_train(*helpers.cli_args(tiny_models, comfy_root, data, tmp_path / "one", **common),
+                                 processes=2)
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    node = [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+            f"127.0.0.1:{port}", "--rdzv-id", "nested-attention-test", "-m", "nested_attention.training",
+            *helpers.cli_args(tiny_models, comfy_root, data, tmp_path / "two", **common)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as torchrun sets it for 2 per node
+    nodes = [subprocess.Popen(node, cwd=helpers.REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    log = read_log(tmp_path / "two" / "train_log.jsonl")
+    assert next(r for r in log if r.get("event") == "start")["processes"] == 2
+    ours = helpers.load_weights_tensors(tmp_path / "two" / "nested_attention_sdxl_tiny.safetensors")
+    theirs = helpers.load_weights_tensors(tmp_path / "one" / "nested_attention_sdxl_tiny.safetensors")
+    assert ours.keys() == theirs.keys()
+    print(f"max |2 nodes - 1 node| over the weights: {max((ours[k] - theirs[k]).abs().max() for k in ours):.2e}")
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-6, msg=key)
+    one_log = [r["loss"] for r in read_log(tmp_path / "one" / "train_log.jsonl") if "loss" in r]
+    assert [r["loss"] for r in log if "loss" in r] == pytest.approx(one_log, abs=1e-6)

@@ -1,0 +1,229 @@
+"""Peak memory of a real SDXL-architecture training step, measured, with and without gradient checkpointing.
+
+    python -m nested_attention.benchmarks.train_memory [--sizes 128,192,256] [--adafactor-size PX]   (make bench-memory)
+
+A fresh process (the UNet built once) runs every case with the real trainer (``training/``: session, data folder, feature
+cache, the loop's ``optimizer_step``) on ComfyUI's own SDXL UNet (2.57B parameters, 70 cross-attention
+layers, seeded random weights: ``architectures.py``) made directly in bf16, as the trainer loads it on a
+GPU, with the default SDXL encoder (424M parameters, float32) and bf16 autocast (``--precision bf16``),
+batch 1: per size, AdamW without and with checkpointing, then Adafactor with checkpointing at one size.
+The attention function is PyTorch's SDPA, the one ComfyUI uses on NVIDIA GPUs (on the CPU it
+would pick its sub-quadratic attention, whose backward keeps every chunk's scores). A first step fills the
+feature cache (stand-ins of the real features: ``feature_standins.py``) and makes the optimizer state; the
+next ones, on the warm cache, are the ones measured.
+
+What is measured: the process's peak resident memory during a warm step (VmHWM after a reset,
+``/proc/self/clear_refs``) minus its resident memory right after importing torch and ComfyUI, before any
+model exists (a case's memory before its step, printed, shows that the previous case left nothing behind). glibc is told to serve every allocation over 64 KiB with its own mapping
+(``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set at once and the peak is that of
+live tensors, not of the allocator's free lists. That difference is what a GPU holds for the same step:
+the frozen UNet's bf16 weights, the encoder's float32 weights, its gradients and the optimizer state
+(each also counted from the tensors themselves and printed), and the activations kept for the backward
+pass (the rest). On a GPU add the CUDA context (about 0.5 GB) and the caching allocator's slack; the
+text encoders, VAE and CLIP vision tower are not loaded on a warm cache.
+
+The growth with resolution is measured at several sizes per setting; 1024 px is measured where a case
+asks for it, else extrapolated from the measured sizes (least squares, linear in the number of pixels,
+the fit's largest residual printed), and labelled so. The last line is
+``RESULT sdxl_1024_peak_gb=<AdamW> sdxl_1024_peak_gb_ckpt=<AdamW, checkpointing>
+sdxl_1024_peak_gb_ckpt_adafactor=<Adafactor, checkpointing>``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .timing import load_average, machine, peak_memory_bytes, peak_memory_reset
+
+DEFAULT_SIZES = "128,192,256"
+TARGET = 1024
+GB = 1e9
+MMAP_THRESHOLD = 65536
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    import torch
+
+    return tensor_bytes(v for state in optimizer.state.values() for v in state.values()
+                        if isinstance(v, torch.Tensor))
+
+
+def measure(sizes: list[int], adafactor_size: int, threads: int) -> list[dict]:
+    """Every case in this one process, the UNet built once: per size a session with AdamW whose first step
+    (cold cache) makes the optimizer state, then one warm step without and one with checkpointing (the
+    session's denoiser swapped); then a session with Adafactor at ``adafactor_size``, warm step with
+    checkpointing. Each case's peak is over its own warm step."""
+    from ..training.bootstrap import bootstrap_comfy
+
+    bootstrap_comfy()
+    import comfy.cli_args
+
+    comfy.cli_args.args.use_pytorch_cross_attention = True  # the attention ComfyUI runs on NVIDIA GPUs
+    import torch
+
+    torch.set_num_threads(threads)
+    import comfy.model_management  # noqa: F401  (everything imported before the baseline)
+    from ..training.config import TrainConfig
+    from ..training.loop import optimizer_step
+    from ..training.session import open_session
+    from ..training.step import Denoiser
+    from .train_step import base_models, write_data
+
+    gc.collect()
+    baseline = resident_bytes()
+    started = time.perf_counter()
+    models, checkpoint, clip_vision, _ = base_models("sdxl", dtype=torch.bfloat16)
+    build_s = time.perf_counter() - started
+    unet = models.patcher.model.diffusion_model
+    results = []
+    plan = [(size, "adamw", (False, True)) for size in sizes] + [(adafactor_size, "adafactor", (True,))]
+    with tempfile.TemporaryDirectory(prefix="nested_attention_memory_") as tmp:
+        tmp = Path(tmp)
+        data = write_data(tmp / "data", 2, 1)
+        for size, optimizer, settings in plan:
+            config = TrainConfig(checkpoint=str(checkpoint), clip_vision=str(clip_vision), data=str(data),
+                                 output=str(tmp / "out"), cache_dir=str(tmp / f"cache{size}"), resolution=size,
+                                 batch_size=1, max_steps=10 ** 6, warmup_steps=0, sample_every=0, progress_bar=False,
+                                 drop_text=0.0, drop_subject=0.0, drop_both=0.0, precision="bf16",
+                                 optimizer=optimizer)
+            session = open_session(config, models=models)
+            session.denoiser = Denoiser(models.patcher, session.method.rule, gradient_checkpointing=settings[0])
+            optimizer_step(session, 0)  # cold cache; the optimizer state is made
+            for step, checkpointing in enumerate(settings, start=1):
+                session.denoiser = Denoiser(models.patcher, session.method.rule, checkpointing)
+                gc.collect()
+                before = resident_bytes()
+                peak_memory_reset()
+                step_started = time.perf_counter()
+                loss, _, _, finite = optimizer_step(session, step)  # warm cache: the step measured
+                step_s = time.perf_counter() - step_started
+                peak = peak_memory_bytes()
+                results.append({
+                    "resolution": size, "checkpointing": checkpointing, "optimizer": optimizer,
+                    "peak": peak - baseline, "before_step": before - baseline, "baseline": baseline,
+                    "unet_weights": tensor_bytes(unet.parameters()), "unet_dtype": str(next(unet.parameters()).dtype),
+                    "encoder_weights": tensor_bytes(session.encoder.parameters()),
+                    "gradients": tensor_bytes(p.grad for p in session.parameters if p.grad is not None),
+                    "optimizer_state": optimizer_state_bytes(session.optimizer),
+                    "attention": comfy.model_management.pytorch_attention_enabled(), "finite": finite,
+                    "loss": loss, "build_s": build_s, "step_s": step_s})
+                print(f"  {size} px, {optimizer}, checkpointing {'on' if checkpointing else 'off'}: peak "
+                      f"{(peak - baseline) / GB:.2f} GB above the imports ({baseline / GB:.2f} GB), "
+                      f"{(before - baseline) / GB:.2f} GB before the step; step {step_s:.0f} s", flush=True)
+            del session
+            gc.collect()
+    return results
+
+
+def fit(points: list[tuple[int, float]]):
+    """Least squares peak = a + b * pixels; (a, b, largest residual)."""
+    xs = [r * r for r, _ in points]
+    ys = [y for _, y in points]
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    return a, b, max(abs(y - (a + b * x)) for x, y in zip(xs, ys))
+
+
+def fixed_bytes(r: dict) -> int:
+    return r["unet_weights"] + r["encoder_weights"] + r["gradients"] + r["optimizer_state"]
+
+
+def report(results: list[dict]) -> dict:
+    print(f"\n{'px':>5} {'ckpt':>4} {'optimizer':>9} | {'peak GB':>8} | {'UNet bf16':>9} {'encoder':>8} {'grads':>6} "
+          f"{'opt state':>9} {'activations+rest':>16} | {'step s':>6}")
+    for r in sorted(results, key=lambda r: (r["optimizer"], r["checkpointing"], r["resolution"])):
+        print(f"{r['resolution']:>5} {'on' if r['checkpointing'] else 'off':>4} {r['optimizer']:>9} | "
+              f"{r['peak'] / GB:8.2f} | {r['unet_weights'] / GB:9.2f} {r['encoder_weights'] / GB:8.2f} "
+              f"{r['gradients'] / GB:6.2f} {r['optimizer_state'] / GB:9.3f} {(r['peak'] - fixed_bytes(r)) / GB:16.2f} | "
+              f"{r['step_s']:6.1f}")
+    at_target = {}
+    for optimizer in ("adamw", "adafactor"):
+        for checkpointing in (False, True):
+            name = f"{optimizer}, checkpointing {'on' if checkpointing else 'off'}"
+            mine = [r for r in results if r["optimizer"] == optimizer and r["checkpointing"] == checkpointing]
+            measured = [r for r in mine if r["resolution"] == TARGET]
+            if measured:
+                at_target[(optimizer, checkpointing)] = (measured[0]["peak"] / GB, "measured")
+                continue
+            # the activations grow with the pixels; the fixed part (weights, gradients, optimizer state) does
+            # not: fit the setting's own sizes, or the other optimizer's at the same setting with this one's
+            # fixed part
+            sizes = mine if len(mine) >= 3 else [r for r in results if r["checkpointing"] == checkpointing]
+            sizes = [r for r in sizes if r["optimizer"] == sizes[0]["optimizer"]] if sizes else []
+            if len({r["resolution"] for r in sizes}) < 3 or not mine:
+                continue
+            a, b, residual = fit([(r["resolution"], (r["peak"] - fixed_bytes(r)) / GB) for r in sizes])
+            fixed = fixed_bytes(mine[0]) / GB
+            value = fixed + a + b * TARGET ** 2
+            source = (f"extrapolated from {'/'.join(str(r['resolution']) for r in sorted(sizes, key=lambda r: r['resolution']))} px "
+                      f"({sizes[0]['optimizer']}), linear in pixels, fit residual {residual:.2f} GB")
+            at_target[(optimizer, checkpointing)] = (value, source)
+            print(f"  {name}: activations+rest = {a:.2f} GB + {b * 1e6:.3f} GB per megapixel")
+    print(f"\nSDXL {TARGET} px, batch 1, bf16:")
+    for (optimizer, checkpointing), (value, source) in sorted(at_target.items()):
+        fits = ", ".join(f"{g} GB {'yes' if value <= g else 'no'}" for g in (24, 48, 80))
+        print(f"  {optimizer:>9}, checkpointing {'on ' if checkpointing else 'off'}: {value:6.1f} GB ({source}); "
+              f"fits {fits}")
+    return at_target
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help="image sizes in px, AdamW, each without and with checkpointing (at least three for the "
+                             "extrapolation; 1024 measures the target directly: a CPU needs long for it)")
+    parser.add_argument("--adafactor-size", type=int, default=None,
+                        help="size of the Adafactor case (with checkpointing); default the largest of --sizes")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
+    parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: measure in this process, write here
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.case_json:
+        results = measure(sizes, args.adafactor_size or max(sizes), args.threads)
+        Path(args.case_json).write_text(json.dumps(results))
+        return 0
+
+    print("Nested Attention training step, SDXL architecture: peak memory (bf16, batch 1, default encoder, warm "
+          "cache, SDPA attention)")
+    print(f"machine: {machine(args.threads)}; load average {load_average()}")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, "-m", __spec__.name, "--sizes", args.sizes, "--threads", str(args.threads),
+                   "--case-json", out.name]
+        if args.adafactor_size:
+            command += ["--adafactor-size", str(args.adafactor_size)]
+        subprocess.run(command, check=True, env=env)
+        results = json.loads(Path(out.name).read_text())
+    for r in results:
+        assert r["attention"] and r["finite"] and r["unet_dtype"] == "torch.bfloat16", r
+    print(f"  the UNet built in {results[0]['build_s']:.0f} s")
+    at_target = report(results)
+    print(f"\nload average at the end {load_average()}")
+    keys = {("adamw", False): "sdxl_1024_peak_gb", ("adamw", True): "sdxl_1024_peak_gb_ckpt",
+            ("adafactor", True): "sdxl_1024_peak_gb_ckpt_adafactor"}
+    if all(k in at_target for k in keys):
+        print("RESULT " + " ".join(f"{name}={at_target[k][0]:.1f}" for k, name in keys.items()))
+        return 0
+    print("no RESULT: fewer than three sizes were measured")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
