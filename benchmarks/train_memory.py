@@ -46,6 +46,7 @@ DEFAULT_SIZES = "128,192,256"
 TARGET = 1024
 GB = 1e9
 MMAP_THRESHOLD = 65536
+FLAT_GB = 0.25  # peaks that grow less than this over the sizes measured show no activations to extrapolate
 
 
 def resident_bytes() -> int:
@@ -169,6 +170,14 @@ def report(results: list[dict]) -> dict:
             sizes = [r for r in sizes if r["optimizer"] == sizes[0]["optimizer"]] if sizes else []
             if len({r["resolution"] for r in sizes}) < 3 or not mine:
                 continue
+            ordered = sorted(sizes, key=lambda r: r["resolution"])
+            growth = (ordered[-1]["peak"] - ordered[0]["peak"]) / GB
+            if growth < FLAT_GB:  # a fit through the fixed part's plateau would say nothing about the activations
+                print(f"  {name}: the peak is flat from {ordered[0]['resolution']} to {ordered[-1]['resolution']} px "
+                      f"({growth:+.2f} GB): it is the fixed part's (weights, gradients, optimizer state and the "
+                      "optimizer step's temporaries), the activations stay below it; no extrapolation: measure "
+                      "larger --sizes")
+                continue
             a, b, residual = fit([(r["resolution"], (r["peak"] - fixed_bytes(r)) / GB) for r in sizes])
             fixed = fixed_bytes(mine[0]) / GB
             value = fixed + a + b * TARGET ** 2
@@ -221,7 +230,7 @@ def main(argv=None) -> int:
     if all(k in at_target for k in keys):
         print("RESULT " + " ".join(f"{name}={at_target[k][0]:.1f}" for k, name in keys.items()))
         return 0
-    print("no RESULT: fewer than three sizes were measured")
+    print("no RESULT: 1024 px is neither measured nor extrapolable from these sizes for every setting (see above)")
     return 1
 
 

@@ -9,7 +9,9 @@ real trainer (``training/``: session, data folder, feature cache, the loop's ``o
   widths, 4 cross-attention layers, real CLIP-L, TAESD-shaped VAE; tiny CLIP vision), 128 px,
   batch 4, an encoder scaled to it as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2).
   Also the cache: samples/s of an epoch with the cache warm over the same epoch cold (median of 9,
-  each cold epoch on a new cache folder).
+  each cold epoch on a new cache folder). And ``--gradient-checkpointing``: the step with it against
+  the frozen UNet's forward + backward checkpointed the same way (``ckpt_train_step_overhead``), and
+  that checkpointed UNet against the plain one (``ckpt_recompute_cost``: what the recomputation adds).
 * ``sdxl``: ComfyUI's own SDXL architecture (2.57B parameters, 70 cross-attention layers, seeded
   random weights: ``architectures.py``), batch 1 at ``--sdxl-size`` px (256 by default: training it
   at 1024 px needs more memory and time than a 2-core CPU has), the encoder a user gets for SDXL
@@ -32,7 +34,8 @@ a warm step never calls the frozen encoders). fp32 on the CPU.
   A round during which other processes used the CPUs is run again (``timing.LoadGuard``).
 * the breakdown: one step under the torch profiler, its time by part (``step_profile.py``).
 
-The last line is ``RESULT train_step_overhead=<tiny> sdxl_train_step_overhead=<sdxl> cache_speedup=<x>``;
+The last line is ``RESULT train_step_overhead=<tiny> sdxl_train_step_overhead=<sdxl> cache_speedup=<x>
+ckpt_train_step_overhead=<tiny, checkpointed> ckpt_recompute_cost=<tiny>``;
 when a case's spread (the interquartile range of its order-balanced ratios) is larger than its
 overhead, no RESULT is printed (exit 1).
 """
@@ -205,6 +208,8 @@ def run_case(case: str, args) -> dict:
         warmup = args.warmup if case == "tiny" else max(args.warmup, 2)  # a full-size UNet's memory settles later
         rounds = interleaved([unet_alone, training_step], 2 * repeats, warmup, guard)
         ratios = order_balanced_ratios(rounds)
+        if case == "tiny":  # the same with --gradient-checkpointing: the step against the UNet checkpointed alike
+            result["checkpointing"] = checkpointing_ratios(warm, models, batch, config, guard, repeats, warmup)
         peaks = []
         for fn in (unet_alone, training_step):
             peak_memory_reset()
@@ -225,6 +230,41 @@ def run_case(case: str, args) -> dict:
     return result
 
 
+def checkpointing_ratios(plain, models, batch, config, guard, repeats: int, warmup: int) -> dict:
+    """Rounds of (frozen UNet forward + backward alone, checkpointed; training step with --gradient-checkpointing;
+    the same UNet alone without checkpointing), on the warm cache of ``plain``'s folder."""
+    import torch
+
+    from ..training.loop import optimizer_step
+    from ..training.loss import denoising_losses
+    from ..training.session import open_session
+
+    session = open_session(replace(config, gradient_checkpointing=True), models=models)
+    den = session.denoiser
+    conds = den.model_conds(batch, batch.x_noisy)
+    reach = torch.zeros((), requires_grad=True)
+
+    def alone(denoiser):
+        options = denoiser.transformer_options(batch, with_subject=False)
+        patches = dict(options.get("patches", {}))
+        patches["attn2_output_patch"] = [*patches.get("attn2_output_patch", []), lambda out, extra: out + reach]
+        options = {**options, "patches": patches}
+
+        def run():
+            denoised = denoiser.base.apply_model(batch.x_noisy, batch.sigma, transformer_options=options, **conds)
+            denoising_losses(denoiser.kind, batch.sigma, batch.x_noisy, denoised, batch.x0).mean().backward()
+        return run
+
+    steps = iter(range(10 ** 6, 10 ** 9))
+    rounds = interleaved([alone(den), lambda: optimizer_step(session, next(steps)), alone(plain.denoiser)],
+                         2 * repeats, warmup, guard)
+    step_ratios = order_balanced_ratios([(a, s) for a, s, _ in rounds])
+    recompute_ratios = order_balanced_ratios([(p, a) for a, _, p in rounds])
+    return {"ratio": statistics.median(step_ratios), "spread": spread(step_ratios), "ratios": step_ratios,
+            "unet_ratio": statistics.median(recompute_ratios), "unet_s": statistics.median(a for a, _, _ in rounds),
+            "step_s": statistics.median(s for _, s, _ in rounds)}
+
+
 def print_case(r: dict) -> None:
     from .step_profile import Breakdown
 
@@ -240,6 +280,12 @@ def print_case(r: dict) -> None:
     if all(r["peaks"]):
         print(f"  peak resident memory: UNet alone {r['peaks'][0] / 2**20:.0f} MiB, training step "
               f"{r['peaks'][1] / 2**20:.0f} MiB")
+    if "checkpointing" in r:
+        c = r["checkpointing"]
+        print(f"  --gradient-checkpointing: frozen UNet forward + backward alone, checkpointed {c['unet_s'] * 1e3:9.1f} ms "
+              f"({c['unet_ratio']:.3f} of it without checkpointing: the recomputation)")
+        print(f"  whole training step with checkpointing {c['step_s'] * 1e3:9.1f} ms   ratio {c['ratio']:.3f}, spread "
+              f"{c['spread']:.3f} ({' '.join(f'{x:.3f}' for x in c['ratios'])})")
     if r["case"] == "tiny":
         print(f"  one epoch, cache warm / cold (host calls when cold: {r['calls']}): median "
               f"{r['cache_speedup']:.2f} of {' '.join(f'{x:.2f}' for x in r['cache_speedups'])}")
@@ -280,6 +326,8 @@ def main(argv=None) -> int:
             results[case] = json.loads(Path(out.name).read_text())
         print_case(results[case])
     unsteady = [c for c, r in results.items() if r["spread"] > abs(r["ratio"] - 1)]
+    unsteady += [f"{c} (checkpointing)" for c, r in results.items()
+                 if "checkpointing" in r and r["checkpointing"]["spread"] > abs(r["checkpointing"]["ratio"] - 1)]
     if "tiny" in results:
         print(f"\ncache: one epoch warm / cold = {results['tiny']['cache_speedup']:.2f}x (tiny case: the host's VAE, "
               "CLIP and CLIP vision are real there)")
@@ -291,7 +339,9 @@ def main(argv=None) -> int:
     if {"tiny", "sdxl"} <= set(results):
         print(f"RESULT train_step_overhead={results['tiny']['ratio']:.3f} "
               f"sdxl_train_step_overhead={results['sdxl']['ratio']:.3f} "
-              f"cache_speedup={results['tiny']['cache_speedup']:.2f}")
+              f"cache_speedup={results['tiny']['cache_speedup']:.2f} "
+              f"ckpt_train_step_overhead={results['tiny']['checkpointing']['ratio']:.3f} "
+              f"ckpt_recompute_cost={results['tiny']['checkpointing']['unet_ratio']:.3f}")
     return 0
 
 
