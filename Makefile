@@ -46,7 +46,7 @@ $(COMFYUI)/.stamp: $(VENV)/.stamp
 	touch $@
 
 tiny-models: setup
-	$(PY) -m nested_attention.toyworld.tiny_models $(TINY_MODELS)
+	PYTHONPATH=tests $(PY) -m harness.tiny_models $(TINY_MODELS)   # the tests' harness (tests/harness)
 
 # The frontend pins are read from the ComfyUI checkout's own requirements.txt.
 FRONTEND_REQS = grep -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)==' $(COMFYUI)/requirements.txt

@@ -10,7 +10,7 @@ Three levels, each timed as vanilla/patched pairs (fp32, CPU, inference mode):
 * one whole transformer block: ComfyUI's ``BasicTransformerBlock`` unpatched vs the same block with
   the patch installed through ``transformer_options["patches_replace"]["attn2"]``, as the host does;
 * one KSampler step (euler, cfg 5, so one UNet call on [uncond, cond]) of the tiny SD1.5 test model
-  (toyworld/tiny_models.py): the model vs ``apply_subject`` of a random 16-token subject.
+  (tests/harness/tiny_models.py): the model vs ``apply_subject`` of a random 16-token subject.
 
 Layers and blocks use SDXL shapes: 4096 queries at width 640 (10 heads) and 1024 queries at width
 1280 (20 heads), 77 text tokens of width 2048, batch 2 = [uncond, cond] with each subject word only
@@ -151,7 +151,7 @@ class Bench:
 
         from ..nested_attention_core.subject import NestedSubject
         from ..nodes.text_encode import NestedAttentionTextEncode as text_encode
-        from ..toyworld import tiny_models
+        from harness import tiny_models
 
         torch, adapter = self.torch, self.adapter
         path = tiny_models.write_tiny_models(tiny_models.default_models_dir())["sd15"]

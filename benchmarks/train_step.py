@@ -5,7 +5,7 @@
 Three cases, each in its own process (one full-size UNet in memory at a time), all running the
 real trainer (``training/``: session, data folder, feature cache, the loop's ``optimizer_step``):
 
-* ``tiny``: the tiny SD1.5 test checkpoint (toyworld/tiny_models.py: a one-level UNet at SD1.5's
+* ``tiny``: the tiny SD1.5 test checkpoint (tests/harness/tiny_models.py: a one-level UNet at SD1.5's
   widths, 4 cross-attention layers, real CLIP-L, TAESD-shaped VAE; tiny CLIP vision), 128 px,
   batch 4, an encoder scaled to it as IP-Adapter Plus is to SD1.5 (16 tokens, width 128, depth 2).
   Also the cache: samples/s of an epoch with the cache warm over the same epoch cold (median of 9,
@@ -90,7 +90,7 @@ def base_models(case: str, dtype=None):
     """(BaseModels, checkpoint path, CLIP vision path, encoder flags) of a case (full-size UNets in fp32, or
     ``dtype``)."""
     from ..nodes import host
-    from ..toyworld import tiny_comfy, tiny_models
+    from harness import tiny_comfy, tiny_models
     from ..training.base_models import BaseModels, load_base_models
     from ..training.config import TrainConfig
 

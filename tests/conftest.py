@@ -29,8 +29,8 @@ def host(comfy_root):
 
 @pytest.fixture(scope="session")
 def tiny_models(comfy_root) -> dict[str, Path]:
-    """The tiny models (written once, see toyworld/tiny_models.py), with the test-only ones registered."""
-    from nested_attention.toyworld import tiny_comfy, tiny_models
+    """The tiny models (written once, see harness/tiny_models.py), with the test-only ones registered."""
+    from harness import tiny_comfy, tiny_models
 
     paths = tiny_models.write_tiny_models(tiny_models.default_models_dir())
     tiny_comfy.register_test_models()
@@ -39,7 +39,7 @@ def tiny_models(comfy_root) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def server_harness():
-    """toyworld/server.py: real ComfyUI server processes, workflows, images."""
-    from nested_attention.toyworld import server
+    """harness/server.py: real ComfyUI server processes, workflows, images."""
+    from harness import server
 
     return server

@@ -1,7 +1,18 @@
 """A toy world for Nested Attention: parametric people and dogs in prompt-controlled scenes, rendered
 deterministically at 64 px, and two small scoring CNNs (identity similarity, scene accuracy).
 
-Pure numpy/PIL/torch; never imports ComfyUI. See README.md for the world and ``cli.py`` for commands.
+An experiment built on the pack's public API (``nodes``, ``nested_attention_core``, ``training``)
+and the tests' harness (``tests/harness``, the package ``harness``: ComfyUI server processes and
+model registration); nothing of the product imports it. See README.md for the world, the experiment
+and the table of which product modules each module here imports; ``cli.py`` for commands.
+
+The world and the scorers (the modules in the table below) are pure numpy/PIL/torch and never
+import ComfyUI. The base model, the experiment, the evaluation and the demo run on the real
+ComfyUI: ``comfy_runtime.load_host()`` bootstraps it, and ``attention_share``, ``base_model``,
+``base_pipeline``, ``clip_training``, ``comfy_models``, ``comfy_runtime``, ``experiment``,
+``generation`` and ``vae_training`` import it (``evaluation``, ``oracle``, ``publish``,
+``unet_training``, ``demo``... reach it through them); ``toy_server`` / ``demo`` start ComfyUI
+server processes.
 
 | module | one concept |
 | --- | --- |
@@ -17,3 +28,11 @@ Pure numpy/PIL/torch; never imports ComfyUI. See README.md for the world and ``c
 | ``scorer_training.py`` / ``scorer_pipeline.py`` / ``metrics.py`` | training, held-out measurement, metrics |
 | ``preview.py`` / ``cli.py`` | contact sheets; the command line |
 """
+import sys
+from pathlib import Path
+
+# The toy world runs from a checkout: its harness is the tests' (``tests/harness``, imported as
+# ``harness``), put last on sys.path so that nothing on it can shadow ComfyUI's or the pack's modules.
+_TESTS = str(Path(__file__).resolve().parents[1] / "tests")
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)

@@ -4,41 +4,35 @@ The toy world (``toyworld/``) trains a whole text-to-image model from scratch on
 SD1.5-architecture UNet far narrower than any real one, a TAESD-shaped VAE, a 2-layer CLIP text
 encoder and a small CLIP vision tower. ComfyUI recognises checkpoints by exact widths, so it cannot
 know these sizes by itself. ``register_toy_models()`` (called by the toy world's ``load_host`` and
-by the demo/test ComfyUI pack ``toyworld/comfyui_pack``; a user's install of the pack never runs
+by the toy world's ComfyUI pack ``toyworld/comfyui_pack``; a user's install of the pack never runs
 it) adds:
 
 * ``ToyWorldSD15``, a config subclass of ComfyUI's ``SD15`` put first in
   ``comfy.supported_models.models``. It matches only the toy UNet's exact widths and depths
   (``model_channels`` 64, context 64), so no real checkpoint can ever match it;
-* a CLIP vision recogniser: ComfyUI's ``load_clipvision_from_sd`` runs first; only when it
-  returns None (it knows towers by layer count) and the state dict has exactly the layout of a
-  registered config (the toy tower's, ``toy_clip_vision.json``, or the first edition's random
-  tower, ``toy_clip_vision_first_edition.json``) is a ``ClipVisionModel`` built from that config;
+* the toy CLIP vision tower's layout (``toy_clip_vision.json``, and the first edition's random
+  tower, ``toy_clip_vision_first_edition.json``) with the CLIP vision recogniser;
 * ``TOY_FAMILY`` (``family.py``) in the pack's model-family registry.
 
-The tests' tiny models register through the same two helpers (``tiny_models.py``).
+Both go through the harness's helpers (``tests/harness/comfy_registration.py``), as the tests' tiny
+models do.
 """
 from __future__ import annotations
 
-import functools
-import json
-import logging
 from pathlib import Path
 
-import comfy.clip_vision
 import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
 
+from harness.comfy_registration import register_clip_vision_config, register_model_config
+
 from ..nested_attention_core.families import register_family
 from .family import TOY_CONTEXT_DIM, TOY_FAMILY
-
-log = logging.getLogger(__name__)
 
 TOY_CLIP_VISION_CONFIG = Path(__file__).resolve().parent / "toy_clip_vision.json"
 # The first edition's random tower (4 px patches): weights made with it still load.
 FIRST_EDITION_CLIP_VISION_CONFIG = Path(__file__).resolve().parent / "toy_clip_vision_first_edition.json"
-_MARK = "_nested_attention_original"  # on our wrapper of the CLIP vision loader: the loader it wraps
 
 # The 2-layer, 64-wide CLIP text encoder of the toy base (full CLIP vocabulary and 77 positions, so
 # ComfyUI's stock SD1 tokenizer drives it).
@@ -72,65 +66,6 @@ class ToyWorldSD15(comfy.supported_models.SD15):
 
     def clip_target(self, state_dict={}):
         return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, ToyWorldClipModel)
-
-
-@functools.lru_cache(maxsize=None)
-def _clip_vision_layout(config_path: str) -> tuple[int, int, int]:
-    cfg = json.loads(Path(config_path).read_text())
-    positions = (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
-    return cfg["num_hidden_layers"], cfg["hidden_size"], positions
-
-
-def clip_vision_matches(sd, config_path) -> bool:
-    """True only for a transformers-format state dict with exactly the config's layer count and widths."""
-    layers, width, positions = _clip_vision_layout(str(config_path))
-    norm = sd.get(f"vision_model.encoder.layers.{layers - 1}.layer_norm1.weight")
-    pos = sd.get("vision_model.embeddings.position_embedding.weight")
-    return (norm is not None and tuple(norm.shape) == (width,)
-            and f"vision_model.encoder.layers.{layers}.layer_norm1.weight" not in sd
-            and pos is not None and tuple(pos.shape) == (positions, width))
-
-
-_CLIP_VISION_CONFIGS: list[str] = []  # config paths the wrapped loader recognises
-
-
-def _recognising(original):
-    @functools.wraps(original)
-    def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
-        clip = original(sd, prefix, convert_keys)  # converts ``sd`` in place when asked to
-        if clip is not None:
-            return clip
-        config = next((c for c in _CLIP_VISION_CONFIGS if clip_vision_matches(sd, c)), None)
-        if config is None:
-            return None
-        clip = comfy.clip_vision.ClipVisionModel(config)
-        missing, unexpected = clip.load_sd(sd)
-        if missing:
-            log.warning("CLIP vision %s: missing keys %s", Path(config).name, missing)
-        for key in set(sd) - set(unexpected):  # consume the keys, like the stock loader
-            sd.pop(key)
-        return clip
-
-    setattr(load_clipvision_from_sd, _MARK, original)
-    return load_clipvision_from_sd
-
-
-def register_clip_vision_config(config_path) -> None:
-    """Let ComfyUI's CLIP vision loader build towers of this exact layout (a transformers JSON)."""
-    if getattr(comfy.clip_vision.load_clipvision_from_sd, _MARK, None) is None:
-        comfy.clip_vision.load_clipvision_from_sd = _recognising(comfy.clip_vision.load_clipvision_from_sd)
-    if str(config_path) not in _CLIP_VISION_CONFIGS:
-        _CLIP_VISION_CONFIGS.append(str(config_path))
-
-
-def registered_clip_vision_configs() -> list[str]:
-    return list(_CLIP_VISION_CONFIGS)
-
-
-def register_model_config(config_class) -> None:
-    """Put a model config class first in ComfyUI's list (once)."""
-    if config_class not in comfy.supported_models.models:
-        comfy.supported_models.models.insert(0, config_class)
 
 
 def register_toy_models() -> None:

@@ -1,10 +1,10 @@
-"""The reference images of ``example_workflows/toyworld_two_subjects.json``, rendered by the toy world.
+"""The reference images of ``toyworld/workflows/toyworld_two_subjects.json``, rendered by the toy world.
 
-    python -m toyworld.example_references [FOLDER]     (from the repository root)
+    python -m nested_attention.toyworld.example_references [FOLDER]
 
 Held-out identities (never seen by any trained toy model): person 1800 and dog 1800, each in its
 evaluation reference render (``evaluation.reference_render``, 64 px). Writes ``toyworld_person.png``
-and ``toyworld_dog.png`` into FOLDER (default ``example_workflows/input/``, where they are committed);
+and ``toyworld_dog.png`` into FOLDER (default ``toyworld/workflows/input/``, where they are committed);
 the same identities give the same pixels on every machine.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 from .evaluation import reference_render
 from .identity import PERSON, PET
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
+DEFAULT_FOLDER = Path(__file__).resolve().parent / "workflows" / "input"
 # file name -> (identity domain, held-out identity id)
 REFERENCES = {"toyworld_person.png": (PERSON, 1800), "toyworld_dog.png": (PET, 1800)}
 

@@ -1,11 +1,12 @@
 """A new user's walk through the pack in headless Chromium, on ComfyUI's own frontend and a real server.
 
-One server for the module (the toy world's committed models, the frontend served), one page: the
-page loads with no console error naming the pack; the pack's nodes are registered and found by
+One server for the module (the tiny random test models and weights, the frontend served), one page:
+the page loads with no console error naming the pack; the pack's nodes are registered and found by
 search; every template loads from the Templates browser with no missing-node warning; a tooltip
 shows on hover; the SDXL template's missing weights are reported on Run before anything runs; the
-toy template runs from the Run button to an image in Save Image and the preview's maps; Save
-Subject shows the saved name and Load Subject lists it without a refresh.
+tests' two-subject workflow on the tiny SD1.5 (harness/workflows/) runs from the Run button to an
+image in Save Image and the preview's maps; Save Subject shows the saved name and Load Subject lists
+it without a refresh.
 """
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ import contextlib
 import json
 
 import pytest
+from fixtures import tiny_weights
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from nested_attention.toyworld import server as harness
+from harness import server as harness
 
 READY = "window.app && app.graph && Object.keys(LiteGraph.registered_node_types).length > 50"
 PACK_WORDS = ("nested", "comfyui-nested-attention", "nested_attention")
 SEARCHES = ("nested", "personalize", "subject", "ip adapter", "reference", "identity")
-TEMPLATES = ("toyworld_two_subjects", "sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")
+TEMPLATES = ("sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")
 # With --disable-api-nodes the frontend's registry look-ups are blocked (CSP) and logged: harmless offline.
 OFFLINE_NOISE = ("api.comfy.org", "Content Security Policy", "registry")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with harness.running_server(tmp_path_factory.mktemp("comfyui_browser"), harness.toy_models_dir(),
-                                frontend=True) as running:
+def server(tiny_models, tmp_path_factory):
+    models_dir = tiny_models["sd15"].parents[1]
+    tiny_weights.write_tiny_weights(models_dir)
+    with harness.running_server(tmp_path_factory.mktemp("comfyui_browser"), models_dir, frontend=True) as running:
         yield running
 
 
@@ -77,6 +80,15 @@ def load_template(page, name: str) -> None:
     dialog.get_by_text(name.replace("_", " "), exact=True).first.click()
     expected = len(harness.load_workflow(name)["nodes"])
     page.wait_for_function(f"app.graph.nodes.length === {expected}", timeout=20_000)
+    page.wait_for_timeout(500)
+
+
+def load_workflow_file(page, path) -> None:
+    """Load a workflow file into the canvas, as dropping it there would (``app.loadGraphData``)."""
+    close_dialogs(page)
+    workflow = harness.load_workflow(path)
+    page.evaluate("(w) => app.loadGraphData(w)", workflow)
+    page.wait_for_function(f"app.graph.nodes.length === {len(workflow['nodes'])}", timeout=20_000)
     page.wait_for_timeout(500)
 
 
@@ -150,7 +162,7 @@ def test_every_template_loads_from_the_templates_browser(page, name, screenshots
 
 
 def test_a_tooltip_shows_on_hover(page):
-    load_template(page, "toyworld_two_subjects")
+    load_workflow_file(page, harness.TINY_WORKFLOW)
     close_dialogs(page)
     at = page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'ApplyNestedAttention');
         const p = n.getConnectionPos(true, 0); return app.canvas.ds.convertOffsetToCanvas(p); }""")
@@ -174,16 +186,16 @@ def test_missing_weights_are_reported_on_run_before_anything_runs(page, screensh
     close_dialogs(page)
 
 
-def test_the_toy_template_runs_from_the_run_button(page, screenshots):
-    load_template(page, "toyworld_two_subjects")
+def test_the_two_subject_workflow_runs_from_the_run_button(page, screenshots):
+    load_workflow_file(page, harness.TINY_WORKFLOW)
     assert run_and_wait(page) == "execution_success"
     page.wait_for_function("""app.graph.nodes.filter(n => ['SaveImage', 'PreviewImage'].includes(n.type))
                                .every(n => n.imgs?.length > 0)""", timeout=20_000)
     shown = page.evaluate("app.graph.nodes.find(n => n.type === 'SaveImage').imgs[0].src")
-    assert "toyworld_two_subjects" in shown
+    assert "tiny_two_subjects" in shown
     page.evaluate("app.canvas.ds.offset = [90, 150]; app.canvas.ds.scale = 0.62; app.canvas.setDirty(true, true)")
     page.wait_for_timeout(500)
-    page.screenshot(path=str(screenshots / "toyworld_workflow.png"))
+    page.screenshot(path=str(screenshots / "tiny_two_subjects_workflow.png"))
 
 
 def test_save_subject_shows_the_name_and_load_subject_lists_it(page):

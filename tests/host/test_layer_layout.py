@@ -84,7 +84,7 @@ def test_every_layer_key_is_called_at_runtime(attn2_layers, tiny_models, key):
     import nodes
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_models[key]), output_vae=False)
-    from nested_attention.toyworld.tiny_comfy import SD15_MINI_FAMILY, SDXL_TINY_FAMILY
+    from harness.tiny_comfy import SD15_MINI_FAMILY, SDXL_TINY_FAMILY
 
     layers = attn2_layers(model.model.diffusion_model)
     family = {"sd15": SD15_MINI_FAMILY, "sdxl": SDXL_TINY_FAMILY}[key]
@@ -107,18 +107,3 @@ def test_every_layer_key_is_called_at_runtime(attn2_layers, tiny_models, key):
         layer = c["layer"]
         assert (c["block"], c["depth"]) == ((layer.block, layer.block_id), layer.depth)
         assert c["q"] == c["k"] == c["v"] == c["heads_x_dim"] == layer.width
-
-
-def test_the_toy_family_is_the_committed_toy_models(comfy_root):
-    """The registry's toy entry (toyworld/family.py) is what the walk finds in the committed base model,
-    and its encoder is the one the committed weights were trained with."""
-    from nested_attention.nested_attention_core.weights import load_weights
-    from nested_attention.nodes import host
-    from nested_attention.toyworld.base_model import load_checkpoint
-    from nested_attention.toyworld.family import TOY_FAMILY
-    from nested_attention.toyworld.publish import BASE_FILES, COMMITTED_WEIGHTS, ENCODER_FILES
-
-    model, _clip, _vae = load_checkpoint(COMMITTED_WEIGHTS / BASE_FILES["checkpoint"])
-    assert host.model_family(model).name == TOY_FAMILY.name
-    weights = load_weights(COMMITTED_WEIGHTS / ENCODER_FILES["nested_attention"])
-    assert weights.config == TOY_FAMILY.encoder and sorted(weights.layers) == sorted(TOY_FAMILY.layers)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nested_attention.toyworld import tiny_models as tiny_writer
+from harness import tiny_models as tiny_writer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ loader = comfy.clip_vision.load_clipvision_from_sd
 assert asyncio.run(nodes.load_custom_node(repo)), "the pack did not load"
 assert "ApplyNestedAttention" in nodes.NODE_CLASS_MAPPINGS
 from nested_attention.nested_attention_core.families import families
-out = {"registered": [m.__name__ for m in comfy.supported_models.models if m.__module__.startswith("nested_attention")],
+out = {"registered": [m.__name__ for m in comfy.supported_models.models if m.__module__.startswith(("nested_attention", "harness"))],
        "clip_vision_loader_unchanged": comfy.clip_vision.load_clipvision_from_sd is loader,
        "families": [f.name for f in families()]}
 model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(sd15)
@@ -89,7 +89,7 @@ def test_registration_is_idempotent(tiny_models):
     import comfy.clip_vision
     import comfy.supported_models
 
-    from nested_attention.toyworld import tiny_comfy
+    from harness import tiny_comfy
 
     wrapped = comfy.clip_vision.load_clipvision_from_sd
     tiny_comfy.register_test_models()
@@ -97,29 +97,6 @@ def test_registration_is_idempotent(tiny_models):
     assert [m for m in models if m.__name__ == "TinySDXLForTests"] == [tiny_comfy.TinySDXLForTests]
     assert models.index(tiny_comfy.TinySDXLForTests) < models.index(comfy.supported_models.SDXL)
     assert comfy.clip_vision.load_clipvision_from_sd is wrapped
-
-
-def test_toy_and_tiny_clip_vision_towers_share_one_recogniser(tiny_models, tmp_path):
-    import comfy.clip_vision
-    import comfy.utils
-
-    from nested_attention.toyworld import comfy_models, tiny_comfy
-
-    wrapped = comfy.clip_vision.load_clipvision_from_sd
-    comfy_models.register_toy_models()
-    tiny_comfy.register_test_models()
-    assert comfy.clip_vision.load_clipvision_from_sd is wrapped
-    tiny, toy = str(tiny_comfy.CLIP_VISION_TINY_CONFIG), str(comfy_models.TOY_CLIP_VISION_CONFIG)
-    first = str(comfy_models.FIRST_EDITION_CLIP_VISION_CONFIG)
-    assert sorted(comfy_models.registered_clip_vision_configs()) == sorted([tiny, toy, first])
-    assert comfy.clip_vision.load(str(tiny_models["clip_vision"])).image_size == 56
-
-    for config, tokens in ((toy, 65), (first, 257)):  # random towers of the toy layouts: each loads as itself
-        tower = comfy.clip_vision.ClipVisionModel(config)
-        comfy.utils.save_torch_file(tower.model.state_dict(), str(tmp_path / "toy.safetensors"))
-        loaded = comfy.clip_vision.load(str(tmp_path / "toy.safetensors"))
-        features = loaded.encode_image(torch.rand(1, 64, 64, 3))["penultimate_hidden_states"]
-        assert loaded.image_size == 64 and features.shape == (1, tokens, 64)
 
 
 def test_sd15_mini_samples_and_decodes(comfy_root, tiny_models):
@@ -135,7 +112,7 @@ def test_sd15_mini_samples_and_decodes(comfy_root, tiny_models):
 
 
 def test_sdxl_tiny_samples_and_decodes(tiny_models):
-    from nested_attention.toyworld.tiny_comfy import TinySDXLForTests
+    from harness.tiny_comfy import TinySDXLForTests
 
     import comfy.model_base
     import comfy.sd
@@ -173,7 +150,7 @@ def test_real_clip_vision_towers_are_not_taken_for_the_tiny_one(tiny_models, com
     with torch.device("meta"):
         real = comfy.clip_model.CLIPVisionModelProjection(
             json.loads((comfy_root / "comfy" / config).read_text()), None, "meta", comfy.ops.manual_cast)
-    from nested_attention.toyworld.tiny_comfy import is_tiny_clip_vision as is_tiny
+    from harness.tiny_comfy import is_tiny_clip_vision as is_tiny
     assert not is_tiny(real.state_dict())
     assert is_tiny(comfy.utils.load_torch_file(str(tiny_models["clip_vision"])))
 

@@ -1,19 +1,18 @@
 """The pack in a real headless ComfyUI server: loading, templates, and the example workflows end to end.
 
-One server for the module (toyworld/server.py), with the tiny random models and weights; the
+One server for the module (harness/server.py), with the tiny random models and weights; the
 example workflows for real base models are converted from their UI format with the server's
 /object_info, given the tiny model names, 64 px and 2 steps, queued over HTTP, and their saved PNGs
-checked on disk. The toy world's workflow runs unchanged on its own models in test_toyworld_workflow.py.
+checked on disk; the tests' own two-subject workflow (harness/workflows/) runs as saved.
 """
 from pathlib import Path
 
 import pytest
 from fixtures import tiny_weights
 
-from nested_attention.toyworld import server as harness
+from harness import server as harness
 
-EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")  # run here on the tiny models
-ALL_EXAMPLES = EXAMPLES + ("toyworld_two_subjects",)  # every file in example_workflows/
+EXAMPLES = ("sdxl_one_subject", "sdxl_two_subjects", "sd15_region_mask")  # every file in example_workflows/
 SIZE = 64
 
 
@@ -149,36 +148,19 @@ def test_the_frontend_extension_and_a_help_page_per_node_are_served(server):
 
 def test_example_workflows_are_listed_and_served(server):
     on_disk = sorted(path.stem for path in (harness.REPO_ROOT / "example_workflows").glob("*.json"))
-    assert on_disk == sorted(ALL_EXAMPLES)
+    assert on_disk == sorted(EXAMPLES)
     templates = server.get_json("/api/workflow_templates")
-    assert sorted(templates.get(harness.PACK_DIR_NAME, [])) == sorted(ALL_EXAMPLES), templates
-    for name in ALL_EXAMPLES:
+    assert sorted(templates.get(harness.PACK_DIR_NAME, [])) == sorted(EXAMPLES), templates
+    for name in EXAMPLES:
         served = server.get_json(f"/api/workflow_templates/{harness.PACK_DIR_NAME}/{name}.json")
         assert served == harness.load_workflow(name)
 
 
 # ---- the example workflows -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ALL_EXAMPLES)
+@pytest.mark.parametrize("name", (*EXAMPLES, harness.TINY_WORKFLOW))
 def test_example_workflow_is_a_consistent_ui_workflow(name):
-    workflow = harness.load_workflow(name)
-    assert workflow["version"] == 0.4 and {"groups", "config", "extra"} <= set(workflow)
-    nodes = {node["id"]: node for node in workflow["nodes"]}
-    assert len(nodes) == len(workflow["nodes"]) and workflow["last_node_id"] == max(nodes)
-    assert workflow["last_link_id"] == max(link[0] for link in workflow["links"])
-    for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
-        assert link_id in nodes[src]["outputs"][src_slot]["links"]
-        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
-        assert nodes[src]["outputs"][src_slot]["type"] == nodes[dst]["inputs"][dst_slot]["type"] == kind
-    used = {(link[3], link[4]) for link in workflow["links"]}
-    for node in nodes.values():
-        assert node["properties"].get("Node name for S&R", node["type"]) == node["type"]
-        for slot, socket in enumerate(node.get("inputs", [])):
-            assert (socket["link"] is None) == ((node["id"], slot) not in used), (node["type"], socket)
-    orders = sorted(node["order"] for node in nodes.values())
-    assert orders == list(range(len(nodes)))
-    for _, src, _, dst, _, _ in workflow["links"]:
-        assert nodes[src]["order"] < nodes[dst]["order"]
+    harness.check_ui_workflow(harness.load_workflow(name))
 
 
 def test_ui_to_api_maps_widgets_in_input_order(server):
@@ -277,3 +259,18 @@ def test_save_subject_then_load_subject_round_trips(server):
     from_file = saved_png(server.run(loaded))
     direct = saved_png(server.run(harness.set_inputs(prompt, "SaveImage", filename_prefix="na_direct_subject")))
     assert harness.image_difference(from_file, direct) == 0.0
+
+
+def test_the_tests_two_subject_workflow_runs_as_saved(server):
+    """The browser test's workflow (harness/workflows/), unchanged: tiny SD1.5, two subjects, preview."""
+    prompt = harness.ui_to_api(harness.load_workflow(harness.TINY_WORKFLOW), server.object_info())
+    assert len(harness.nodes_of(prompt, "ApplyNestedAttention")) == 2
+    run = server.run(prompt, timeout=300)
+    (save,) = harness.nodes_of(prompt, "SaveImage")
+    (image,) = run.outputs[save]["images"]
+    path = server.output_dir / image["subfolder"] / image["filename"]
+    assert path.name.startswith("tiny_two_subjects") and path.parent.name == "nested_attention"
+    from PIL import Image
+
+    with Image.open(path) as saved:
+        assert (saved.format, saved.size) == ("PNG", (SIZE, SIZE))

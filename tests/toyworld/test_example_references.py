@@ -12,7 +12,7 @@ from nested_attention.toyworld.example_references import DEFAULT_FOLDER, REFEREN
 from nested_attention.toyworld.identity import HELDOUT_START, PERSON, PET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW = REPO_ROOT / "example_workflows" / "toyworld_two_subjects.json"
+WORKFLOW = REPO_ROOT / "toyworld" / "workflows" / "toyworld_two_subjects.json"
 
 
 def test_committed_references_equal_a_fresh_render():

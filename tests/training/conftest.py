@@ -3,7 +3,7 @@
 Everything runs on the tiny SDXL-shaped checkpoint (real ``model_base.SDXL``: pooled output and
 size conditioning) at 64 px with a small encoder, so that a step takes a fraction of a second on
 two CPU cores. Subprocess runs of the trainer (``python -m nested_attention.training``) register the
-tiny models with ``--extra-module toyworld/comfyui_pack/__init__.py``.
+tiny models with ``--extra-module tests/harness/comfyui_pack/__init__.py``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEST_MODELS_MODULE = REPO_ROOT / "toyworld" / "comfyui_pack" / "__init__.py"
+TEST_MODELS_MODULE = REPO_ROOT / "tests" / "harness" / "comfyui_pack" / "__init__.py"
 TINY_ENCODER = {"num_tokens": 4, "encoder_width": 32, "encoder_depth": 1, "encoder_heads": 2, "encoder_dim_head": 16,
                 "encoder_ff_mult": 2}
 COLORS = [(200, 40, 40), (40, 160, 60), (50, 70, 200), (220, 180, 30), (150, 60, 170)]

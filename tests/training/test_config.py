@@ -36,7 +36,7 @@ def test_the_command_line_gives_the_same_config(training, helpers, tiny_models, 
     config = config_from_argv(args)
     expected = helpers.tiny_config(tiny_models, "data", "out", max_steps=7, drop_both=0.2, cache=False,
                                    progress_bar=True, comfyui=str(comfy_root),
-                                   extra_module=(str(helpers.REPO_ROOT / "toyworld/comfyui_pack/__init__.py"),))
+                                   extra_module=(str(helpers.REPO_ROOT / "tests/harness/comfyui_pack/__init__.py"),))
     assert config == expected
     assert config.cache_path is None and config.resolved(SDXL).resolution == 64
     assert config.resolved(SDXL).name == "nested_attention_sdxl"

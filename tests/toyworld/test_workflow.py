@@ -1,21 +1,23 @@
 """The toy world's example workflow, unchanged, in a real server on the committed toy-world models.
 
-One server for the module, with ``toyworld/weights/models`` as its models folder, this pack and the
-demo/test models pack (``toyworld/comfyui_pack``, which teaches ComfyUI the toy sizes). The
-workflow is converted from its UI format and queued as saved: same model and image names, 64 px,
+One server for the module (``toyworld/toy_server.py``), with ``toyworld/weights/models`` as its models
+folder, this pack and the toy world's models pack (``toyworld/comfyui_pack``, which teaches ComfyUI
+the toy sizes). The workflow (``toyworld/workflows/``) is converted from its UI format and queued as saved: same model and image names, 64 px,
 20 steps, and the attention-map preview of the two subjects.
 """
 from pathlib import Path
 
 import pytest
 
-WORKFLOW = "toyworld_two_subjects"
+from nested_attention.toyworld import toy_server
+
+WORKFLOW = toy_server.WORKFLOW
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, server_harness):
-    with server_harness.running_server(tmp_path_factory.mktemp("comfyui_toy"), server_harness.toy_models_dir()) as running:
+def server(tmp_path_factory):
+    with toy_server.running_toy_server(tmp_path_factory.mktemp("comfyui_toy")) as running:
         yield running
 
 
@@ -33,12 +35,19 @@ def saved_pixels(run, prompt):
         return path, np.asarray(image.convert("RGB"), np.float32)
 
 
+def test_the_workflow_is_a_consistent_ui_workflow_outside_the_templates(server_harness):
+    server_harness.check_ui_workflow(server_harness.load_workflow(WORKFLOW))
+    assert not (server_harness.REPO_ROOT / "example_workflows" / WORKFLOW.name).exists()  # not a user template
+    note = next(n for n in server_harness.load_workflow(WORKFLOW)["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    assert "not a template" in note and "toyworld/comfyui_pack" in note  # says where it runs, and where not
+
+
 def test_the_workflow_names_the_committed_models(server_harness):
     harness = server_harness
     workflow = harness.load_workflow(WORKFLOW)
     loaded = {node["widgets_values"][0] for node in workflow["nodes"]
               if node["type"] in ("CheckpointLoaderSimple", "CLIPVisionLoader", "NestedAttentionLoader")}
-    assert loaded == {Path(name).name for name in harness.TOY_MODEL_FILES}
+    assert loaded == {Path(name).name for name in toy_server.TOY_MODEL_FILES}
 
 
 def test_two_subjects_run_unchanged_and_change_the_image(server, server_harness):

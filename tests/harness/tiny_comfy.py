@@ -1,8 +1,8 @@
 """DEMO/TEST-ONLY registration of the tiny models that ComfyUI cannot recognise on its own.
 
 Nothing here is part of the pack. ``register_test_models()`` teaches a ComfyUI process the tiny
-models of ``tiny_models.py``, through the same helpers as the toy world's models
-(``comfy_models.py``), and adds their families to the pack's family registry:
+models of ``tiny_models.py``, through ``comfy_registration.py`` (the toy world registers its
+models through the same helpers), and adds their families to the pack's family registry:
 
 * the tiny SDXL-shaped checkpoint: a config subclass of ``comfy.supported_models.SDXL`` is put
   first in ``comfy.supported_models.models``. It matches only the tiny UNet's exact widths
@@ -25,10 +25,11 @@ import comfy.sdxl_clip
 import comfy.supported_models
 import comfy.supported_models_base
 
-from ..nested_attention_core.encoder import EncoderConfig
-from ..nested_attention_core.families import ModelFamily, register_family
-from ..nested_attention_core.layers import layer_table
-from .comfy_models import clip_vision_matches, register_clip_vision_config, register_model_config
+from nested_attention.nested_attention_core.encoder import EncoderConfig
+from nested_attention.nested_attention_core.families import ModelFamily, register_family
+from nested_attention.nested_attention_core.layers import layer_table
+
+from .comfy_registration import clip_vision_matches, register_clip_vision_config, register_model_config
 
 log = logging.getLogger(__name__)
 
