@@ -18,8 +18,8 @@ from fixtures import tiny_weights
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from harness import server as harness
+from harness.browser import close_dialogs, load_workflow_file, opened_page, run_and_wait
 
-READY = "window.app && app.graph && Object.keys(LiteGraph.registered_node_types).length > 50"
 PACK_WORDS = ("nested", "comfyui-nested-attention", "nested_attention")
 SEARCHES = ("nested", "personalize", "subject", "ip adapter", "reference", "identity")
 TEMPLATES = ("sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")
@@ -37,37 +37,8 @@ def server(tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(f"{m.text} @ {m.location.get('url')}"))
-    page.on("pageerror", lambda e: page.console_errors.append(f"{e}"))
-    page.goto(server.url)
-    page.wait_for_function(READY, timeout=120_000)
-    page.evaluate("""() => { window.__na_events = [];
-        for (const e of ['execution_start', 'execution_success', 'execution_error'])
-            app.api.addEventListener(e, (ev) => window.__na_events.push([e, ev.detail?.prompt_id])); }""")
-    yield page
-    context.close()
-
-
-def close_dialogs(page) -> None:
-    for _ in range(4):
-        dialogs = page.locator("[role=dialog]")
-        if not dialogs.count():
-            return
-        # the dialog's close button: the top-right-most button in its header
-        corner = page.evaluate("""() => { const d = [...document.querySelectorAll('[role=dialog]')].at(-1);
-            const top = d.getBoundingClientRect().top;
-            const buttons = [...d.querySelectorAll('button')].map(b => b.getBoundingClientRect())
-                .filter(r => r.width > 0 && r.top < top + 90).sort((a, b) => b.right - a.right);
-            return buttons.length ? [buttons[0].x + buttons[0].width / 2, buttons[0].y + buttons[0].height / 2] : null; }""")
-        if corner:
-            page.mouse.click(*corner)
-        else:
-            page.keyboard.press("Escape")
-        page.wait_for_timeout(400)
-    assert not page.locator("[role=dialog]").count(), page.locator("[role=dialog]").all_inner_texts()
+    with opened_page(browser, server.url) as opened:
+        yield opened
 
 
 def load_template(page, name: str) -> None:
@@ -80,15 +51,6 @@ def load_template(page, name: str) -> None:
     dialog.get_by_text(name.replace("_", " "), exact=True).first.click()
     expected = len(harness.load_workflow(name)["nodes"])
     page.wait_for_function(f"app.graph.nodes.length === {expected}", timeout=20_000)
-    page.wait_for_timeout(500)
-
-
-def load_workflow_file(page, path) -> None:
-    """Load a workflow file into the canvas, as dropping it there would (``app.loadGraphData``)."""
-    close_dialogs(page)
-    workflow = harness.load_workflow(path)
-    page.evaluate("(w) => app.loadGraphData(w)", workflow)
-    page.wait_for_function(f"app.graph.nodes.length === {len(workflow['nodes'])}", timeout=20_000)
     page.wait_for_timeout(500)
 
 
@@ -109,14 +71,6 @@ def open_node_search(page, box, screenshots):
     page.screenshot(path=str(screenshots / "02_search_did_not_open.png"))
     raise AssertionError(f"the node search did not open on double-click; dialogs: "
                          f"{page.locator('[role=dialog]').all_inner_texts()}")
-
-
-def run_and_wait(page, timeout_s: float = 240) -> str:
-    """Click Run; the last execution event (execution_success or execution_error)."""
-    page.evaluate("window.__na_events = []")
-    page.get_by_role("button", name="Run", exact=True).first.click()
-    page.wait_for_function("window.__na_events.some(e => e[0] !== 'execution_start')", timeout=timeout_s * 1000)
-    return page.evaluate("window.__na_events.filter(e => e[0] !== 'execution_start').at(-1)[0]")
 
 
 def test_the_page_loads_with_no_console_error_naming_the_pack(page, screenshots):
