@@ -86,8 +86,9 @@ def test_tooltips_speak_to_users_and_name_every_model_family(server):
     texts += [info[node_id]["description"] for node_id in harness.PACK_NODE_IDS]
     assert not [t for t in texts if "(ours)" in t]
     model_tip = info["ApplyNestedAttention"]["input"]["required"]["model"][1]["tooltip"]
-    for family in ("SD1.5", "SDXL", "the tests' one-level SD1.5", "the toy world's base"):  # built in, dev pack's
+    for family in ("SD1.5", "SDXL", "the tests' one-level SD1.5", "the tests' tiny SDXL"):  # built in, test pack's
         assert family in model_tip, model_tip
+    assert "toy" not in model_tip.lower(), model_tip  # the toy world's pack is not loaded here
 
 
 def test_search_words_are_in_the_names_the_frontend_searches(server):

@@ -50,6 +50,11 @@ def test_the_workflow_names_the_committed_models(server_harness):
     assert loaded == {Path(name).name for name in toy_server.TOY_MODEL_FILES}
 
 
+def test_the_toy_family_is_named_where_the_toy_pack_is_loaded(server):
+    model_tip = server.object_info()["ApplyNestedAttention"]["input"]["required"]["model"][1]["tooltip"]
+    assert "the toy world's base" in model_tip, model_tip
+
+
 def test_two_subjects_run_unchanged_and_change_the_image(server, server_harness):
     import numpy as np
 
