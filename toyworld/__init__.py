@@ -10,9 +10,8 @@ The world and the scorers (the modules in the table below) are pure numpy/PIL/to
 import ComfyUI. The base model, the experiment, the evaluation and the demo run on the real
 ComfyUI: ``comfy_runtime.load_host()`` bootstraps it, and ``attention_share``, ``base_model``,
 ``base_pipeline``, ``clip_training``, ``comfy_models``, ``comfy_runtime``, ``experiment``,
-``generation`` and ``vae_training`` import it (``evaluation``, ``oracle``, ``publish``,
-``unet_training``, ``demo``... reach it through them); ``toy_server`` / ``demo`` start ComfyUI
-server processes.
+``generation`` and ``vae_training`` import it (``evaluation``, ``oracle`` and ``publish`` reach
+it through ``generation``); ``toy_server`` and ``demo`` start ComfyUI server processes.
 
 | module | one concept |
 | --- | --- |
@@ -27,6 +26,14 @@ server processes.
 | ``nets.py`` / ``scoring.py`` | the scoring CNNs; scoring calls and their file format |
 | ``scorer_training.py`` / ``scorer_pipeline.py`` / ``metrics.py`` | training, held-out measurement, metrics |
 | ``preview.py`` / ``cli.py`` | contact sheets; the command line |
+
+On ComfyUI (besides the experiment's stages, see README.md):
+
+| module | one concept |
+| --- | --- |
+| ``comfy_runtime.py`` / ``comfy_models.py`` / ``family.py`` | the host in process; the toy models and family registered |
+| ``toy_server.py`` / ``demo.py`` / ``comfyui_pack/`` | the toy workflow (``workflows/``) in a server; ``make demo`` |
+| ``footprint.py`` | lines per folder; the product modules each toy module imports |
 """
 import sys
 from pathlib import Path
