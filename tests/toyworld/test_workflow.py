@@ -83,7 +83,7 @@ def mask_pixels(path):
 
 
 def test_the_preview_shows_each_subject_in_its_own_region(server, server_harness):
-    """The toy template's Preview node: one panel per subject; the person's map lies in the person's
+    """The toy workflow's Preview node: one panel per subject; the person's map lies in the person's
     region (the left half, the workflow's first MaskComposite) and the dog's in the dog's (right half)."""
     harness = server_harness
     prompt = harness.ui_to_api(harness.load_workflow(WORKFLOW), server.object_info())
