@@ -43,3 +43,22 @@ def server_harness():
     from harness import server
 
     return server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (harness/browser.py), one for the session: Playwright's sync API runs once
+    per process, so the product's and the toy world's browser tests share it."""
+    from harness.browser import launched_chromium
+
+    with launched_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """``tests/browser/screenshots/`` (git-ignored)."""
+    from harness.browser import SCREENSHOTS
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS

@@ -8,6 +8,7 @@ this harness, never the other way round; ``tests/test_standalone.py`` checks it)
 | --- | --- |
 | ``server.py`` | a real headless ComfyUI server process with this pack: base directory, HTTP, runs |
 | ``workflows.py`` | UI-format workflows turned into API prompts; swaps to the tiny models |
+| ``browser.py`` | a headless Chromium on ComfyUI's frontend, and a user's steps there |
 | ``tiny_models.py`` | the tiny random-weight checkpoints and CLIP vision tower (``make tiny-models``) |
 | ``tiny_comfy.py`` | registering the tiny models ComfyUI cannot recognise, and their families |
 | ``comfy_registration.py`` | the two registration helpers (model config, CLIP vision layout) |

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import pytest
 
-from harness.browser import SCREENSHOTS, launched_chromium, load_workflow_file, opened_page, run_and_wait
+from harness.browser import load_workflow_file, opened_page, run_and_wait
 
 from nested_attention.toyworld import toy_server
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(browser, tmp_path_factory):
     with toy_server.running_toy_server(tmp_path_factory.mktemp("comfyui_toy_browser"), frontend=True) as server:
-        with launched_chromium() as browser, opened_page(browser, server.url) as opened:
+        with opened_page(browser, server.url) as opened:
             yield opened
 
 
-def test_the_toy_workflow_runs_from_the_run_button(page):
+def test_the_toy_workflow_runs_from_the_run_button(page, screenshots):
     load_workflow_file(page, toy_server.WORKFLOW)
     assert run_and_wait(page) == "execution_success"
     page.wait_for_function("""app.graph.nodes.filter(n => ['SaveImage', 'PreviewImage'].includes(n.type))
@@ -29,5 +29,4 @@ def test_the_toy_workflow_runs_from_the_run_button(page):
     assert "toyworld_two_subjects" in shown
     page.evaluate("app.canvas.ds.offset = [90, 150]; app.canvas.ds.scale = 0.62; app.canvas.setDirty(true, true)")
     page.wait_for_timeout(500)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "toyworld_workflow.png"))
+    page.screenshot(path=str(screenshots / "toyworld_workflow.png"))
