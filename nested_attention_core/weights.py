@@ -45,7 +45,7 @@ FORMAT = "nested_attention"
 FORMAT_VERSION = "1"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 IP_ADAPTER_DIM_HEAD = 64
-WEIGHTS_FIX = ("give a .safetensors file written by save_weights (Train/Save Nested Attention), "
+WEIGHTS_FIX = ("give a .safetensors file written by the pack's trainer (nested-attention-train) or save_weights, "
                "or an IP-Adapter Plus .safetensors/.bin file")
 _METADATA_KEYS = ("base_family", "context_dim", "layers", "num_tokens", "image_feature_dim",
                   "encoder_config")

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..nested_attention_core.families import families
 from .host import apply_subject
-from .sockets import CATEGORY, NestedSubject
+from .sockets import CATEGORY, SubjectSocket
 
 
 def model_tooltip() -> str:
@@ -25,7 +25,7 @@ class ApplyNestedAttention(io.ComfyNode):
                         "alternative to IP-Adapter). Chain one node per subject.",
             inputs=[
                 io.Model.Input("model", tooltip=model_tooltip()),
-                NestedSubject.Input("subject", tooltip="A subject from 'Nested Attention Subject' or "
+                SubjectSocket.Input("subject", tooltip="A subject from 'Nested Attention Subject' or "
                                                        "'Nested Attention Load Subject'."),
                 io.Float.Input("weight", default=1.0, min=0.0, max=5.0, step=0.05,
                                tooltip="Strength lambda: scales the subject word's share of the cross-attention. "

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..nested_attention_core.weights import load_weights
 
 from .file_inputs import HOW_TO_GET_WEIGHTS, weight_choices, weight_path, weights_problem
-from .sockets import CATEGORY, NestedAttentionWeights
+from .sockets import CATEGORY, WeightsSocket
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class NestedAttentionLoader(io.ComfyNode):
                                        "another mechanism: a warm start for training, not a substitute. "
                                        + HOW_TO_GET_WEIGHTS + "."),
             ],
-            outputs=[NestedAttentionWeights.Output(display_name="nested_attention",
+            outputs=[WeightsSocket.Output(display_name="nested_attention",
                                                    tooltip="The loaded weights, for 'Nested Attention Subject'.")],
         )
 

@@ -9,8 +9,9 @@ WEIGHTS_FOLDER = "nested_attention"  # models/nested_attention: our weight files
 IPADAPTER_FOLDER = "ipadapter"  # models/ipadapter: IP-Adapter Plus files (also used by other packs)
 SUBJECTS_FOLDER = "nested_attention_subjects"  # models/nested_attention_subjects: saved subjects
 
-NestedAttentionWeights = io.Custom("NESTED_ATTENTION")
-NestedSubject = io.Custom("NESTED_SUBJECT")
+# Socket types: the type strings are what saved workflows name, so they never change.
+WeightsSocket = io.Custom("NESTED_ATTENTION")
+SubjectSocket = io.Custom("NESTED_SUBJECT")
 
 
 def register_model_folders() -> None:

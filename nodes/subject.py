@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..nested_attention_core.subject import encode_subject
 from .host import reference_features
-from .sockets import CATEGORY, NestedAttentionWeights, NestedSubject
+from .sockets import CATEGORY, WeightsSocket, SubjectSocket
 
 
 class NestedAttentionSubject(io.ComfyNode):
@@ -20,7 +20,7 @@ class NestedAttentionSubject(io.ComfyNode):
             description="Encodes reference images of one subject (a person's identity, a pet) into nested keys and "
                         "values for every cross-attention layer, once, before sampling.",
             inputs=[
-                NestedAttentionWeights.Input("nested_attention", tooltip="The weights from 'Nested Attention Loader'."),
+                WeightsSocket.Input("nested_attention", tooltip="The weights from 'Nested Attention Loader'."),
                 io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the weights were trained with "
                                                            "(ViT-H for IP-Adapter Plus based weights)."),
                 io.Image.Input("image", tooltip="One or more reference images of the same subject; the tokens of "
@@ -32,7 +32,7 @@ class NestedAttentionSubject(io.ComfyNode):
                               tooltip="Optional subject mask of the reference image(s): the background is "
                                       "blanked to white before encoding. Resized to the image if needed."),
             ],
-            outputs=[NestedSubject.Output(display_name="subject",
+            outputs=[SubjectSocket.Output(display_name="subject",
                                           tooltip="The encoded subject, for 'Apply Nested Attention'.")],
         )
 

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..nested_attention_core.subject import load_subject, save_subject
 
 from .file_inputs import subject_choices, subject_file_problem
-from .sockets import CATEGORY, SUBJECTS_FOLDER, NestedSubject
+from .sockets import CATEGORY, SUBJECTS_FOLDER, SubjectSocket
 
 
 class NestedAttentionSaveSubject(io.ComfyNode):
@@ -21,7 +21,7 @@ class NestedAttentionSaveSubject(io.ComfyNode):
                         "in models/nested_attention_subjects, to personalize later images without the reference "
                         "images. The saved name shows on the node, and Load Subject nodes list it at once.",
             inputs=[
-                NestedSubject.Input("subject", tooltip="From 'Nested Attention Subject'."),
+                SubjectSocket.Input("subject", tooltip="From 'Nested Attention Subject'."),
                 io.String.Input("filename_prefix", default="subject",
                                 tooltip="File name prefix; a counter is appended, nothing is overwritten."),
             ],
@@ -52,7 +52,7 @@ class NestedAttentionLoadSubject(io.ComfyNode):
             inputs=[io.Combo.Input("subject_file", options=subject_choices(),
                                    tooltip="A subject saved by 'Nested Attention Save Subject' (a .safetensors file in "
                                            "models/nested_attention_subjects).")],
-            outputs=[NestedSubject.Output(display_name="subject", tooltip="The subject, for 'Apply Nested Attention'.")],
+            outputs=[SubjectSocket.Output(display_name="subject", tooltip="The subject, for 'Apply Nested Attention'.")],
         )
 
     @classmethod

@@ -71,7 +71,7 @@ class ToyHost:
         return host.reference_features(self.clip_vision, _to_float(images), mask)
 
     def subject(self, method, encoder, references: np.ndarray, word: str, masks: np.ndarray | None = None):
-        """One subject encoded by ``method`` (ours: the trainer's NESTED) from its references (and masks)."""
+        """One subject encoded by ``method`` (ours: the trainer's NESTED_TRAINING) from its references (and masks)."""
         with torch.inference_mode():
             return method.subject(encoder, self.features(references, masks), word, self.family)
 

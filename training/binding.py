@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 
 from ..nested_attention_core.prompt import PromptWords
-from ..nested_attention_core.rules import NESTED as NESTED_RULE
+from ..nested_attention_core.rules import NESTED_RULE
 
 
 class LiveNested:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
 from .errors import TrainingConfigError
+
+log = logging.getLogger(__name__)
 
 GROUPS = ("required", "host", "encoder", "data", "training", "cache", "output", "samples")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -80,9 +83,9 @@ class TrainConfig:
                                            "images that have a mask); the others are seen whole, as users usually "
                                            "give them, so the encoder learns both (1 = always masked, 0 = never).",
                                  group="data")
-    skip_bad_captions: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's word, "
-                                               "and images under 16 pixels on the shorter side (default: stop with "
-                                               "an error naming the file).", group="data")
+    skip_unusable_images: bool = flag(False, help="Skip images whose caption is missing or lacks the subject's "
+                                                  "word, and images under 16 pixels on the shorter side (default: "
+                                                  "stop with an error naming the file).", group="data")
     background_loss_weight: float = flag(1.0, help="Loss weight outside the subject mask, for images that have "
                                                    "one (1 = masks only blank the reference background).",
                                          group="data")
@@ -242,6 +245,21 @@ class TrainConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+# Old spellings of renamed fields: the flag still works (with a deprecation warning), and a training
+# state that recorded the old name is read under the new one.
+RENAMED_FIELDS = {"skip_bad_captions": "skip_unusable_images"}  # it also skipped images too small to train on
+
+
+class _DeprecatedSpelling(argparse.BooleanOptionalAction):
+    """``--old-flag`` / ``--no-old-flag``: sets the renamed field, and says so once in the log."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = "--" + _flag(self.dest)
+        log.warning("%s is deprecated: it is spelled %s now (same meaning: images with a bad caption and images "
+                    "too small to train on are skipped)", option_string, new)
+        super().__call__(parser, namespace, values, option_string)
+
+
 # Fields that change the trained function itself; a resumed run must agree on them.
 STRUCTURAL_FIELDS = ("num_tokens", "encoder_width", "encoder_depth", "encoder_heads", "encoder_dim_head",
                      "encoder_ff_mult", "resolution", "batch_size", "grad_accum", "seed", "reference", "optimizer")
@@ -285,6 +303,10 @@ def build_parser(prog: str = "nested-attention-train") -> argparse.ArgumentParse
             metavar = meta["metavar"] or (None if meta["choices"] else {int: "N", float: "X", str: "TEXT"}[kind])
             group.add_argument(option, dest=f.name, type=kind, default=f.default, help=meta["help"] + shown,
                                choices=meta["choices"], metavar=metavar)
+    for old_name, name in RENAMED_FIELDS.items():
+        groups[next(f for f in fields(TrainConfig) if f.name == name).metadata["group"]].add_argument(
+            f"--{_flag(old_name)}", dest=name, action=_DeprecatedSpelling, default=argparse.SUPPRESS,
+            help=f"Deprecated spelling of --{_flag(name)}.")
     return parser
 
 

@@ -12,7 +12,7 @@ Layout (one sub-folder per subject; see README "Train your own weights")::
 
 Unreadable images are skipped and counted; a caption without the subject's word, or an image smaller
 than ``MIN_IMAGE_SIDE`` on its shorter side, is an error naming the file (or skipped with
-``--skip-bad-captions``). Subject folders without usable images are named in a warning. The reference
+``--skip-unusable-images``). Subject folders without usable images are named in a warning. The reference
 of a training image is another image of the same subject when there is one, else one of a few
 augmented crops of itself (``describe_subjects`` logs which, per subject). Every mode PIL reads becomes
 8-bit RGB (``to_rgb``): 16-bit scaled by 65535, 32-bit and float by their range, transparency over
@@ -103,7 +103,7 @@ class ReferenceChoice:
 # ---- scanning -----------------------------------------------------------------------------------
 
 def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: Optional[Path] = None,
-                     default_word: Optional[str] = None, skip_bad_captions: bool = False) -> TrainingData:
+                     default_word: Optional[str] = None, skip_unusable: bool = False) -> TrainingData:
     """Every usable training image of ``folder``. ``has_word(caption, word)`` says whether the
     tokenized caption holds the word (the host tokenizer decides what a word is)."""
     root = Path(folder).expanduser()
@@ -134,17 +134,17 @@ def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: O
             if min(size) < MIN_IMAGE_SIDE:
                 problem = (f"image {path} is {size[0]}x{size[1]} pixels, below the minimum of {MIN_IMAGE_SIDE} pixels "
                            "on the shorter side")
-                if not skip_bad_captions:
+                if not skip_unusable:
                     raise TrainingDataError(f"{problem}; replace it with a larger image or remove it, or pass "
-                                            "--skip-bad-captions to skip such images")
+                                            "--skip-unusable-images to skip such images")
                 log.warning("skipping %s", problem)
                 too_small.append(Skipped(path, problem))
                 continue
             problem, caption = _caption_problem(path, word, has_word)
             if problem:
-                if not skip_bad_captions:
+                if not skip_unusable:
                     raise TrainingDataError(
-                        f"{problem}; fix the caption, or pass --skip-bad-captions to skip such images")
+                        f"{problem}; fix the caption, or pass --skip-unusable-images to skip such images")
                 log.warning("skipping %s: %s", path, problem)
                 bad_captions.append(Skipped(path, problem))
                 continue
@@ -160,7 +160,7 @@ def scan_data_folder(folder, has_word: Callable[[str, str], bool], words_file: O
                         subject_dir, len(files))
     if not images:
         skipped = len(unreadable) + len(bad_captions) + len(too_small)
-        detail = f" ({skipped} image(s) skipped as unreadable or with bad captions)" if skipped else ""
+        detail = f" ({skipped} image(s) skipped: unreadable, bad captions or too small)" if skipped else ""
         top_level = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES][:3]
         hint = f"; images directly in {root} ({', '.join(top_level)}) are not used: move them into a subject folder" \
             if top_level else ""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nested_attention_core.rules import NESTED as NESTED_RULE
+from ..nested_attention_core.rules import NESTED_RULE
 from ..nested_attention_core.subject import NestedSubject, encode_subject
 from .errors import TrainingConfigError
 
@@ -77,8 +77,8 @@ class SingleTokenMethod(NestedMethod):
         return NestedSubject(every_token.word, pooled, nested, base_family, every_token.context_dim)
 
 
-NESTED = NestedMethod()
-METHODS = {method.name: method for method in (NESTED, SingleTokenMethod(), DecoupledMethod())}
+NESTED_TRAINING = NestedMethod()
+METHODS = {method.name: method for method in (NESTED_TRAINING, SingleTokenMethod(), DecoupledMethod())}
 
 
 def method_named(name: str):

@@ -23,7 +23,7 @@ from .data import TrainingData, describe_subjects, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
 from .features import FeatureStore, HostEncoders
 from .logbook import require_tensorboard
-from .method import NESTED
+from .method import NESTED_TRAINING
 from .base_models import BaseModels, build_encoder, load_base_models
 from .optim import autocast_dtype, make_grad_scaler, make_optimizer, make_scheduler
 from .step import Denoiser
@@ -78,7 +78,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     and benchmarks reuse them; training never modifies them). ``method``: a training method
     (method.py), nested attention by default."""
     dist = dist or DistContext()
-    method = method or NESTED
+    method = method or NESTED_TRAINING
     if config.log_with == "tensorboard":  # before minutes of model loading
         require_tensorboard()
     load_extra_modules(config.extra_module)
@@ -86,7 +86,7 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     config = config.resolved(models.model_family)
 
     data = scan_data_folder(config.data, word_matcher(models.clip), config.words_path, config.default_word,
-                            config.skip_bad_captions)
+                            config.skip_unusable_images)
     describe_subjects(data, config.reference, config.augment_views)
     encoders = HostEncoders(models.clip, models.vae, models.clip_vision)
     checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)

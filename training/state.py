@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .config import REPORTING_FIELDS, STRUCTURAL_FIELDS
+from .config import RENAMED_FIELDS, REPORTING_FIELDS, STRUCTURAL_FIELDS
 from .errors import ResumeError
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def check_compatible(path: Path, state: dict, config_json: str, identity: dict) 
             raise ResumeError(f"--resume {path} was made with another {key.replace('_', ' ')} "
                               f"({then_identity.get(key)!r}, now {value!r}): resume with the same "
                               "--checkpoint, --clip-vision, encoder and method, or start a new --output")
-    then, now = {**UNRECORDED_CONFIG, **json.loads(state["config"])}, json.loads(config_json)
+    recorded = {RENAMED_FIELDS.get(key, key): value for key, value in json.loads(state["config"]).items()}
+    then, now = {**UNRECORDED_CONFIG, **recorded}, json.loads(config_json)
     then.update({k: now[k] for k in now if k not in then})  # flags newer than the state: taken as they are now
     changed = sorted(k for k in now if k not in REPORTING_FIELDS and then.get(k) != now[k])
     structural = [k for k in changed if k in STRUCTURAL_FIELDS]

@@ -14,12 +14,12 @@ import contextlib
 
 import torch
 
-from ..nested_attention_core.rules import NESTED as NESTED_RULE
+from ..nested_attention_core.rules import NESTED_RULE
 from ..nodes import host
 from .batch import Batch
 from .binding import LiveNested, TrainingBinding
 from .loss import denoising_losses, parameterization
-from .method import NESTED
+from .method import NESTED_TRAINING
 
 
 class Denoiser:
@@ -87,7 +87,7 @@ class Denoiser:
 
 def encode_nested(encoder, references: torch.Tensor) -> dict:
     """Reference features [B, T, F] -> {layer id: (nested keys, nested values) [B, N, width]}."""
-    return NESTED.nested(encoder, references)
+    return NESTED_TRAINING.nested(encoder, references)
 
 
 def _autocast(device: torch.device, dtype):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...nested_attention_core.errors import RegionMaskError
-from ...nested_attention_core.rules import NESTED
+from ...nested_attention_core.rules import NESTED_RULE
 from ...nested_attention_core.subject import NestedSubject
 
 Area = tuple[int, int, int, int]  # (height, width, top, left) in latent pixels, as the host crops
@@ -52,7 +52,7 @@ class SubjectBinding:
     sigma_start: float  # active while sigma_end <= sigma <= sigma_start
     sigma_end: float
     region: torch.Tensor | None = None  # [1 or latent batch, H, W] in [0, 1], image coordinates
-    rule: str = NESTED  # how the subject changes attention (nested_attention_core.rules)
+    rule: str = NESTED_RULE  # how the subject changes attention (nested_attention_core.rules)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):

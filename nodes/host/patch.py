@@ -23,7 +23,7 @@ from ...nested_attention_core.attention import SubjectAttention
 from ...nested_attention_core.errors import NestedAttentionError, SubjectWordError
 from ...nested_attention_core.layers import LayerSpec
 from ...nested_attention_core.profiling import scope
-from ...nested_attention_core.rules import NESTED, rule_named
+from ...nested_attention_core.rules import NESTED_RULE, rule_named
 from ...nested_attention_core.subject import NestedSubject
 from .binding import Binding, SubjectBinding
 from .model import check_fits_model, model_layers
@@ -153,7 +153,7 @@ def _step_wrapper(executor, model, conds, x_in, timestep, model_options):
 
 
 def apply_subject(model, subject: NestedSubject, strength: float, start_at: float = 0.0, end_at: float = 1.0,
-                  region=None, rule: str = NESTED):
+                  region=None, rule: str = NESTED_RULE):
     """A clone of ``model`` whose cross-attention gives ``subject`` nested values (or applies it by
     the named ``rule``). Chains: apply one subject after another."""
     for name, value in (("weight", strength), ("start_at", start_at), ("end_at", end_at)):

@@ -22,7 +22,7 @@ from harness.browser import close_dialogs, load_workflow_file, opened_page, run_
 
 PACK_WORDS = ("nested", "comfyui-nested-attention", "nested_attention")
 SEARCHES = ("nested", "personalize", "subject", "ip adapter", "reference", "identity")
-TEMPLATES = ("sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")
+TEMPLATES = ("sd15_region_mask", "sdxl_two_subjects", "sdxl_one_subject")  # for real models: not installed here
 # With --disable-api-nodes the frontend's registry look-ups are blocked (CSP) and logged: harmless offline.
 OFFLINE_NOISE = ("api.comfy.org", "Content Security Policy", "registry")
 
@@ -105,8 +105,9 @@ def test_the_pack_nodes_are_registered_and_found_by_search(page, server, screens
 def test_every_template_loads_from_the_templates_browser(page, name, screenshots):
     load_template(page, name)
     page.screenshot(path=str(screenshots / f"03_template_{name}.png"))
-    warnings = [t for t in page.locator("[role=dialog]").all_inner_texts() if "missing" in t.lower()]
+    warnings = [t for t in page.locator("[role=dialog]").all_inner_texts() if "node types were not found" in t]
     assert not warnings, warnings
+    close_dialogs(page)  # the real templates' missing models (test_a_real_template_lists_its_missing_models)
     types = page.evaluate("app.graph.nodes.map(n => n.type)")
     assert all(t in page.evaluate("Object.keys(LiteGraph.registered_node_types)") for t in types)
     note_on_screen = page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'Note');
@@ -129,6 +130,7 @@ def test_a_tooltip_shows_on_hover(page):
 
 def test_missing_weights_are_reported_on_run_before_anything_runs(page, screenshots):
     load_template(page, "sdxl_one_subject")
+    close_dialogs(page)  # the frontend's missing-models list, on load
     page.evaluate("window.__na_events = []")
     page.get_by_role("button", name="Run", exact=True).first.click()
     message = page.locator("[role=dialog]").filter(has_text="training/")
@@ -168,3 +170,48 @@ def test_save_subject_shows_the_name_and_load_subject_lists_it(page):
     assert saved.startswith("subject_") and saved.endswith(".safetensors")
     page.wait_for_function(f"app.graph.getNodeById({load_id}).widgets[0].options.values.includes({json.dumps(saved)})",
                            timeout=10_000)
+
+
+def template_models(name: str) -> list[dict]:
+    """The ``properties.models`` entries of a template's model-loading nodes."""
+    return [m for node in harness.load_workflow(name)["nodes"] for m in node.get("properties", {}).get("models", [])]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_a_real_template_lists_its_missing_models_with_their_folders(page, name, screenshots):
+    """The frontend's Missing Models dialog (from the nodes' ``properties.models``) names each file and its folder."""
+    load_template(page, name)
+    dialog = page.locator("[role=dialog]").filter(has_text="models were not found")
+    dialog.wait_for(state="visible", timeout=10_000)
+    page.screenshot(path=str(screenshots / f"05_missing_models_{name}.png"))
+    text = dialog.inner_text()
+    models = template_models(name)
+    assert {m["directory"] for m in models} == {"checkpoints", "clip_vision"}, models
+    for model in models:
+        assert f"{model['directory']} / {model['name']}" in text, (model, text)
+    assert dialog.get_by_role("button", name="Copy URL").count() == len(models), text
+    close_dialogs(page)
+
+
+CARD_IMAGE_SIZE = """(title) => {  // the natural size of the image on the card titled `title`
+    const label = [...document.querySelectorAll('[role=dialog] *')].filter(e => e.textContent.trim() === title).at(-1);
+    for (let card = label; card; card = card.parentElement) {
+        const images = card.querySelectorAll('img');
+        if (images.length === 1) return images[0].complete ? [images[0].naturalWidth, images[0].naturalHeight] : null;
+        if (images.length > 1) return 'several images';
+    }
+    return 'no image'; }"""
+
+
+def test_the_real_templates_show_their_thumbnails_in_the_templates_browser(page, screenshots):
+    close_dialogs(page)
+    page.get_by_role("button", name="Templates").first.click()
+    dialog = page.locator("[role=dialog]").filter(has_text="All Templates")
+    dialog.wait_for(state="visible", timeout=20_000)
+    dialog.get_by_text(harness.PACK_DIR_NAME, exact=True).first.click()
+    for name in TEMPLATES:
+        dialog.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=10_000)
+        page.wait_for_function(f"({CARD_IMAGE_SIZE})({name!r}) !== null", timeout=10_000)
+        assert page.evaluate(f"({CARD_IMAGE_SIZE})({name!r})") == [600, 400], name  # the template's .jpg, not a placeholder
+    page.screenshot(path=str(screenshots / "06_template_thumbnails.png"))
+    close_dialogs(page)

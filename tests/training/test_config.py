@@ -130,3 +130,30 @@ def test_float_flags_must_be_finite(training, helpers, tiny_models, name, value)
     args = helpers.cli_args(tiny_models, "comfy", "data", "out") + [flag, str(value)]
     with pytest.raises(TrainingConfigError, match=rf"{flag} must be "):
         config_from_argv(args)
+
+
+def test_skip_unusable_images_keeps_its_old_spelling_with_a_deprecation_warning(training, helpers, tiny_models,
+                                                                               caplog):
+    """--skip-bad-captions also skipped images too small to train on; it is spelled for what it does now."""
+    from nested_attention.training.config import config_from_argv
+
+    args = helpers.cli_args(tiny_models, "comfy", "data", "out")
+    assert config_from_argv(args).skip_unusable_images is False
+    assert config_from_argv(args + ["--skip-unusable-images"]).skip_unusable_images is True
+    assert "deprecated" not in caplog.text
+    assert config_from_argv(args + ["--skip-bad-captions"]).skip_unusable_images is True
+    assert "--skip-bad-captions is deprecated: it is spelled --skip-unusable-images now" in caplog.text
+    assert config_from_argv(args + ["--skip-bad-captions", "--no-skip-bad-captions"]).skip_unusable_images is False
+
+
+def test_a_state_that_recorded_the_old_flag_name_resumes_without_a_changed_flag(training, helpers, tiny_models,
+                                                                                tmp_path, caplog):
+    import json
+
+    from nested_attention.training.state import check_compatible
+
+    config = helpers.tiny_config(tiny_models, "data", "out", skip_unusable_images=True)
+    recorded = json.loads(config.to_json())
+    recorded["skip_bad_captions"] = recorded.pop("skip_unusable_images")  # as a state written before the rename
+    check_compatible(tmp_path / "state-1.pt", {"config": json.dumps(recorded), "identity": {}}, config.to_json(), {})
+    assert "changed" not in caplog.text, caplog.text

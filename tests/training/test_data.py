@@ -43,9 +43,9 @@ def test_a_caption_without_the_word_is_an_error_naming_the_file_or_skipped(helpe
     data = helpers.make_data(tmp_path / "data", {"rex": 3}, words={"rex": "dog"})
     (data / "rex" / "001.txt").write_text("a photo of a sksdog")  # "sksdog" is not the word "dog"
     with pytest.raises(TrainingDataError, match=r"caption .*rex/001\.txt does not contain the subject word 'dog': "
-                                                r"'a photo of a sksdog'; fix the caption, or pass --skip-bad-captions"):
+                                                r"'a photo of a sksdog'; fix the caption, or pass --skip-unusable-images"):
         scan(data, has_word, words_file=data / "subjects.json")
-    found = scan(data, has_word, words_file=data / "subjects.json", skip_bad_captions=True)
+    found = scan(data, has_word, words_file=data / "subjects.json", skip_unusable=True)
     assert [i.path.name for i in found.images] == ["000.png", "002.png"]
     assert found.summary()["skipped_bad_captions"] == 1 and "sksdog" in found.bad_captions[0].reason
     (data / "rex" / "001.txt").write_text("a dog")
@@ -261,11 +261,11 @@ def test_too_small_images_are_refused_or_skipped_and_subjects_are_reported(helpe
     Image.new("RGB", (1, 1), (10, 20, 30)).save(data / "tiny" / "000.png")
     (data / "empty").mkdir()
     with pytest.raises(TrainingDataError, match=r"image .*tiny/000\.png is 1x1 pixels, below the minimum of 16 "
-                                                r"pixels on the shorter side; .*pass --skip-bad-captions"):
+                                                r"pixels on the shorter side; .*pass --skip-unusable-images"):
         scan(data, has_word, default_word="person")
 
     caplog.set_level(logging.INFO, logger="nested_attention.training")
-    found = scan(data, has_word, default_word="person", skip_bad_captions=True)
+    found = scan(data, has_word, default_word="person", skip_unusable=True)
     assert sorted(found.subjects) == ["many", "single"]
     assert found.summary()["skipped_too_small"] == 1 and found.summary()["subject_images"] == {"many": 2, "single": 1}
     assert re.search(r"subject folder .*/empty has no images .*not trained on", caplog.text), caplog.text

@@ -6,12 +6,12 @@ import pytest
 
 def test_nested_attention_is_the_default_and_trains_every_parameter(training, sdxl_models, helpers, tiny_models,
                                                                      tmp_path):
-    from nested_attention.training.method import NESTED
+    from nested_attention.training.method import NESTED_TRAINING
     from nested_attention.training.session import open_session
 
     data = helpers.make_data(tmp_path / "data", {"alice": 2})
     session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", cache=False), models=sdxl_models)
-    assert session.method is NESTED and session.identity["method"] == "nested"
+    assert session.method is NESTED_TRAINING and session.identity["method"] == "nested"
     params = list(session.encoder.parameters())
     assert len(session.parameters) == len(params) and all(a is b for a, b in zip(session.parameters, params))
     assert session.optimizer.param_groups[0]["params"] == session.parameters
