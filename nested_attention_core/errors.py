@@ -23,3 +23,11 @@ class ReferenceImageError(NestedAttentionError):
 
 class RegionMaskError(NestedAttentionError):
     """A region mask (where a subject acts in the image) does not fit the images being sampled."""
+
+
+class MethodError(NestedAttentionError):
+    """Weights or a subject of another method (a toy-world baseline) given where nested attention is expected."""
+
+
+class UnsupportedModelError(ModelMismatchError):
+    """A model the pack cannot personalize: no UNet cross-attention (attn2) layers (Flux, SD3, other DiTs)."""

@@ -1,18 +1,19 @@
-"""Model families: everything the pack knows about one kind of base model, one object each.
+"""Model families: what the pack supports, and everything it knows about each kind of base model.
+
+Supported are UNet denoisers with cross-attention (attn2) layers, the layers Nested Attention
+changes: SD1.5 and SDXL (and their fine-tunes) are built in; the toy world and the tests register
+their own with ``register_family``; any other UNet with attn2 layers (SD2, a custom layout) gets a
+family named after its context width (``context<dim>``), for which weights can be trained. Nothing
+else is supported: a denoiser without such layers (Flux, SD3 and other DiT models, a UNet without
+cross-attention) is an ``UnsupportedModelError`` naming the model and ``supported_models()``.
 
 A family says what its cross-attention layers are (the layer table, and the walk that finds them
 in a loaded model), its text context width and which tokenizers index that context, the subject
 encoder a user gets by default, the training resolution, and whether IP-Adapter Plus files exist
-for it (one IP-Adapter entry per layer). SD1.5 and SDXL are built in; the toy world and the tests
-add their own with ``register_family``. Adding a family is one ``ModelFamily`` entry plus its walk.
-
-A model no family describes still works: ``family_of`` then gives a family named after its
-context width (``context<dim>``) with the layers the walk found, so weights can be trained for it.
+for it (one IP-Adapter entry per layer). Adding a family is one ``ModelFamily`` entry plus its walk.
 
 Family names are what weight and subject files record (``base_family``); whether a file fits a
-model is decided by its layers and context width, never by the name alone. A family whose text
-tokens sit in joint attention (a DiT such as SD3 or Flux) would bring its own ``walk`` and block
-names; nothing here assumes a UNet beyond the default walk.
+model is decided by its layers and context width, never by the name alone.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from .encoder import EncoderConfig
+from .errors import UnsupportedModelError
 from .layers import LayerSpec, layer_table, unet_cross_attention
 
 Walk = Callable[[object], Iterable[tuple[LayerSpec, object]]]  # denoiser -> (layer, attention module)
@@ -96,12 +98,20 @@ def unknown_family(context_dim: int, layers: Iterable[LayerSpec]) -> ModelFamily
     return ModelFamily(name, f"a model with context width {context_dim}", context_dim, tuple(layers))
 
 
-def family_of_model(diffusion_model, context_dim: int) -> tuple[ModelFamily, dict[str, object]]:
+def supported_models() -> str:
+    """What the pack supports, for messages: the registered families, then any UNet with attn2 layers."""
+    known = ", ".join(f.display_name for f in _FAMILIES.values())
+    return (f"{known} (and their fine-tunes), or another UNet model with cross-attention (attn2) layers with "
+            "Nested Attention weights trained for it; not Flux, SD3 or other DiT models")
+
+
+def family_of_model(diffusion_model, context_dim: int, model_type: str = "") -> tuple[ModelFamily, dict[str, object]]:
     """The family of a loaded denoiser, and its attention modules by layer id.
 
     Each registered family of that context width walks the model in its own way; the first whose
     layer table is what its walk finds wins. Otherwise the default walk's layers make an unknown
-    family (``unknown_family``)."""
+    family (``unknown_family``); none at all is an UnsupportedModelError naming ``model_type`` (the
+    denoiser's class when not given)."""
     walks: dict[Walk, list] = {}
     candidates = [f for f in _FAMILIES.values() if f.context_dim == context_dim]
     for family in candidates + [None]:
@@ -111,6 +121,11 @@ def family_of_model(diffusion_model, context_dim: int) -> tuple[ModelFamily, dic
         found = walks[walk]
         if family is not None and family.fits(context_dim, [layer for layer, _ in found]):
             return replace(family, layers=tuple(layer for layer, _ in found)), {l.id: m for l, m in found}
+    if not found:
+        kind = model_type or f"{type(diffusion_model).__module__}.{type(diffusion_model).__qualname__}"
+        raise UnsupportedModelError(
+            f"the model ({kind}) has no UNet cross-attention (attn2) layers for Nested Attention to personalize; "
+            f"supported are {supported_models()}: load a checkpoint of one of these")
     return unknown_family(context_dim, [layer for layer, _ in found]), {l.id: m for l, m in found}
 
 

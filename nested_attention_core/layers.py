@@ -42,8 +42,11 @@ def layer_table(block: str, levels: dict[int, tuple[int, int]]) -> list[LayerSpe
 
 def unet_cross_attention(diffusion_model) -> Iterator[tuple[LayerSpec, object]]:
     """(layer, attn2 module) of every cross-attention layer of a ComfyUI UNetModel, in input,
-    middle, output order. Duck-typed (blocks holding ``transformer_blocks`` with an ``attn2``), so
-    the core needs no ComfyUI import."""
+    middle, output order; none for a denoiser that is not such a UNet (a DiT such as Flux or SD3).
+    Duck-typed (blocks holding ``transformer_blocks`` with an ``attn2``), so the core needs no
+    ComfyUI import."""
+    if not all(hasattr(diffusion_model, blocks) for blocks in ("input_blocks", "output_blocks")):
+        return
     groups = [("input", list(diffusion_model.input_blocks))]
     if getattr(diffusion_model, "middle_block", None) is not None:
         groups.append(("middle", [diffusion_model.middle_block]))

@@ -1,16 +1,24 @@
 """Encoded subjects: subject tokens and every layer's nested keys/values, computed once.
 
 A ``NestedSubject`` is immutable and is shared, not copied, by ``copy.deepcopy`` (ComfyUI deep-copies
-model options on every clone). Files are safetensors with keys ``tokens`` [M, context_dim],
+model options on every clone). It records the method that made it (``methods.py``): nested attention,
+or a toy-world baseline. Files are safetensors with keys ``tokens`` [M, context_dim],
 ``nested.<layer id>.keys`` and ``nested.<layer id>.values`` [M, width], and string metadata
-``format="nested_attention_subject"``, ``format_version="1"``, ``word``, ``base_family``,
-``context_dim`` and ``layers`` (JSON ``[[id, width], ...]``).
+``format="nested_attention_subject"``, ``format_version`` (``SUBJECT_FORMAT_VERSION``, its own number,
+independent of the weights format's), ``method``, ``word``, ``base_family``, ``context_dim``, ``layers``
+(JSON ``[[id, width], ...]``) and ``source``.
+
+Earlier versions are read through ``SUBJECT_UPGRADES``. Version 1 recorded no method: the Save Subject
+node wrote nested attention subjects; the toy world's oracles (its only other writer) say in their
+``source`` which encoder file they started from (``oracle (<method file key>, ...``), so a version-1
+oracle of a baseline is read as that baseline.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from einops import rearrange
@@ -18,12 +26,14 @@ from torch import Tensor
 
 from .encoder import Progress, SubjectEncoder
 from .errors import NestedAttentionError, ReferenceImageError, WeightsFormatError
+from .files import (PathLike, check_finite, check_tensor_layout, layers_from_json, layers_to_json, metadata_int,
+                    read_safetensors, require_metadata, upgrade_to, write_safetensors)
 from .layers import LayerSpec, parse_layer_id
+from .methods import METHODS, NESTED, check_method, method_named, recorded_method
 from .prompt import normalize_word
-from .weights import (PathLike, check_finite, check_tensor_layout, check_version, layers_from_json, layers_to_json,
-                      metadata_int, read_safetensors, require_metadata, write_safetensors)
 
 SUBJECT_FORMAT = "nested_attention_subject"
+SUBJECT_FORMAT_VERSION = "2"  # 2: records the method
 SUBJECT_FIX = "give a .safetensors file written by save_subject (the Save Subject node), or encode the subject again"
 
 
@@ -35,8 +45,10 @@ class NestedSubject:
     base_family: str
     context_dim: int
     source: str = ""  # where it was made, for messages: the weights file, or the subject file
+    method: str = NESTED.name  # how its tokens reach the model (methods.py)
 
     def __post_init__(self) -> None:
+        method_named(self.method)
         object.__setattr__(self, "word", normalize_word(self.word))
         object.__setattr__(self, "nested", dict(self.nested))
         t = self.tokens
@@ -84,12 +96,13 @@ class NestedSubject:
 
     def __repr__(self) -> str:
         return (f"NestedSubject(word={self.word!r}, tokens={self.num_tokens}, layers={len(self.nested)}, "
-                f"base_family={self.base_family!r}, context_dim={self.context_dim})")
+                f"base_family={self.base_family!r}, context_dim={self.context_dim}, method={self.method!r})")
 
 
 def encode_subject(encoder: SubjectEncoder, image_features: Tensor, word: str, base_family: str,
-                   progress: Optional[Progress] = None, source: str = "") -> NestedSubject:
-    """Reference-image features [B, T, F] -> subject with M = B*N tokens and all nested keys/values."""
+                   progress: Optional[Progress] = None, source: str = "", method: str = NESTED.name) -> NestedSubject:
+    """Reference-image features [B, T, F] -> subject with M = B*N tokens and all nested keys/values,
+    computed on the encoder's device; ``method``: the one the encoder was trained for."""
     if not isinstance(image_features, Tensor) or image_features.ndim != 3 or image_features.shape[0] == 0:
         shape = tuple(image_features.shape) if isinstance(image_features, Tensor) else type(image_features).__name__
         raise ReferenceImageError(f"reference image features must be [images>0, tokens, features], got {shape}; "
@@ -99,22 +112,41 @@ def encode_subject(encoder: SubjectEncoder, image_features: Tensor, word: str, b
         tokens = encoder.encode(image_features.to(device=param.device, dtype=param.dtype))  # [B, N, C]
         tokens = rearrange(tokens, "b n c -> (b n) c")  # [M, C]
         nested = encoder.nested_keys_values(tokens, progress)
-    return NestedSubject(word, tokens, nested, base_family, encoder.config.output_dim, source)
+    return NestedSubject(word, tokens, nested, base_family, encoder.config.output_dim, source, method)
 
 
 def save_subject(path: PathLike, subject: NestedSubject) -> None:
-    tensors = {"tokens": subject.tokens.detach().contiguous()}
+    tensors = {"tokens": _saved(subject.tokens)}
     for layer_id, (k, v) in subject.nested.items():
-        tensors[f"nested.{layer_id}.keys"] = k.detach().contiguous()
-        tensors[f"nested.{layer_id}.values"] = v.detach().contiguous()
-    metadata = {"format": SUBJECT_FORMAT, "format_version": "1", "word": subject.word,
-                "base_family": subject.base_family, "context_dim": str(subject.context_dim), "source": subject.source,
-                "layers": layers_to_json(subject.layers())}
+        tensors[f"nested.{layer_id}.keys"] = _saved(k)
+        tensors[f"nested.{layer_id}.values"] = _saved(v)
+    metadata = {"format": SUBJECT_FORMAT, "format_version": SUBJECT_FORMAT_VERSION, "method": subject.method,
+                "word": subject.word, "base_family": subject.base_family, "context_dim": str(subject.context_dim),
+                "source": subject.source, "layers": layers_to_json(subject.layers())}
     write_safetensors(path, tensors, metadata)
 
 
-def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu") -> NestedSubject:
-    """Read a subject file; strict: any inconsistency is a WeightsFormatError naming the file."""
+def _saved(t: Tensor) -> Tensor:
+    return t.detach().to("cpu").contiguous()
+
+
+def _subject_v1(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]):
+    """Version 1 -> 2: the method, which version 1 did not record (module docstring)."""
+    match = re.match(r"oracle \((\w+), ", metadata.get("source", ""))
+    by_key = {m.file_key: m for m in METHODS.values()}
+    method = by_key.get(match[1], NESTED) if match else NESTED
+    metadata.update(format_version="2", method=method.name)
+    return tensors, metadata
+
+
+SUBJECT_UPGRADES = {"1": _subject_v1}  # every earlier version -> the next one
+
+
+def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu",
+                 accept: Optional[Iterable[str]] = None) -> NestedSubject:
+    """Read a subject file of any version; strict: any inconsistency is a WeightsFormatError naming the
+    file. ``accept``: the method names the caller takes (None: any known method); a subject of another
+    method is a MethodError naming the file, its method and the accepted ones."""
     path = Path(path)
     tensors, metadata = read_safetensors(path, "subject", SUBJECT_FIX)
     fmt = metadata.get("format")
@@ -125,8 +157,13 @@ def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu") -> Ne
     if fmt != SUBJECT_FORMAT:
         raise WeightsFormatError(f"{path} is not a subject file (format metadata {fmt!r}, expected "
                                  f"{SUBJECT_FORMAT!r}); {SUBJECT_FIX}")
-    check_version(path, metadata, "subject")
+    tensors, metadata = upgrade_to(path, "subject", tensors, metadata, SUBJECT_FORMAT_VERSION, SUBJECT_UPGRADES)
     require_metadata(path, metadata, ("word", "base_family", "context_dim", "layers"))
+    method = recorded_method(path, metadata, "encode the subject again").name
+    check_method(f"subject file {path}", method, tuple(METHODS) if accept is None else accept,
+                 "subjects of the toy world's baselines are for its own evaluation; encode the subject with "
+                 "nested attention weights (Nested Attention Subject) and save it again" if method != NESTED.name
+                 else "give a subject of the accepted method")
     context_dim = metadata_int(path, metadata, "context_dim")
     layers = layers_from_json(path, metadata["layers"])
     tokens = tensors.get("tokens")
@@ -142,6 +179,6 @@ def load_subject(path: PathLike, device: Union[str, torch.device] = "cpu") -> Ne
     try:
         made_from = f", encoded from {metadata['source']}" if metadata.get("source") else ""
         return NestedSubject(metadata["word"], tokens.to(device), nested, metadata["base_family"], context_dim,
-                             f"subject file {path.name}{made_from}")
+                             f"subject file {path.name}{made_from}", method)
     except NestedAttentionError as err:
         raise WeightsFormatError(f"{path}: {err}; {SUBJECT_FIX}") from None

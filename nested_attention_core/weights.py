@@ -2,51 +2,59 @@
 
 Our format is safetensors with keys ``image_proj.<Resampler key>``, ``nested.<layer id>.to_k.weight``
 and ``nested.<layer id>.to_v.weight`` and string metadata ``format="nested_attention"``,
-``format_version="1"``, ``base_family``, ``context_dim``, ``layers`` (JSON ``[[id, width], ...]``),
-``num_tokens``, ``image_feature_dim`` and ``encoder_config`` (``EncoderConfig`` JSON).
+``format_version`` (``WEIGHTS_FORMAT_VERSION``), ``method`` (``methods.py``: ``nested``, or a toy-world
+baseline ``single_token`` / ``decoupled``), ``base_family``, ``context_dim``, ``layers`` (JSON
+``[[id, width], ...]``), ``num_tokens``, ``image_feature_dim`` and ``encoder_config`` (``EncoderConfig`` JSON).
 
-``load_weights`` returns a ``NestedAttentionWeights(encoder, base_family, source_format)``: the
-``SubjectEncoder`` (eval mode, no gradients, tensors in the file's dtype; float32 if the file mixes
-dtypes), the base family label and ``"nested_attention"`` or ``"ip_adapter_plus"``. It also reads
-IP-Adapter Plus files (``.safetensors`` with flat ``image_proj.*`` / ``ip_adapter.<n>.to_k_ip.weight``
-keys, or ``.bin``/``.pt``/``.pth`` read ONLY with ``torch.load(weights_only=True)``): IP-Adapter's
-``to_k_ip``/``to_v_ip`` become the nested projections; processor ``ip_adapter.{2k+1}`` is the k-th
-layer of ``ip_adapter_order``. The family of an IP-Adapter file comes from its number of
-cross-attention entries (16 SD1.5, 70 SDXL); its token width must then be that family's context
-width, unless it is neither 768 nor 2048 (a test-sized file), which is accepted with a warning.
+Earlier versions are read through ``WEIGHTS_UPGRADES`` (``files.upgrade_to``). Version 1 recorded no
+method: every writer of version 1 wrote nested attention, except the toy world's encoder stage, which
+wrote its baselines with the same metadata, named ``toyworld_single_token*.safetensors`` and
+``toyworld_decoupled*.safetensors``; a version-1 file of such a name is read as that baseline.
+
+``load_weights`` returns a ``NestedAttentionWeights(encoder, base_family, source_format, path, method)``:
+the ``SubjectEncoder`` (eval mode, no gradients, tensors in the file's dtype; float32 if the file mixes
+dtypes), the base family label, ``"nested_attention"`` or ``"ip_adapter_plus"`` and the method. Given
+``accept`` (method names), a file of any other method is a ``MethodError`` naming the file, its method
+and the accepted ones. It also reads IP-Adapter Plus files (``.safetensors`` with flat ``image_proj.*``
+/ ``ip_adapter.<n>.to_k_ip.weight`` keys, or ``.bin``/``.pt``/``.pth`` read ONLY with
+``torch.load(weights_only=True)``) as nested attention weights: IP-Adapter's ``to_k_ip``/``to_v_ip``
+become the nested projections; processor ``ip_adapter.{2k+1}`` is the k-th layer of ``ip_adapter_order``.
+The family of an IP-Adapter file comes from its number of cross-attention entries (16 SD1.5, 70 SDXL);
+its token width must then be that family's context width, unless it is neither 768 nor 2048 (a
+test-sized file), which is accepted with a warning.
 
 ``base_family`` is a label here; whether weights fit a given UNet is checked where they are applied.
 Every failure to read a file is a ``WeightsFormatError`` naming the file and the fix.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Optional, Union
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from .encoder import EncoderConfig, SubjectEncoder
 from .errors import NestedAttentionError, WeightsFormatError
 from .families import display_name, families, ip_adapter_family
-from .layers import LayerSpec, ip_adapter_order, parse_layer_id
+from .files import (PathLike, check_finite, check_tensor_layout, layers_from_json, layers_to_json, metadata_int,
+                    read_safetensors, require_file, require_metadata, upgrade_to, write_safetensors)
+from .layers import LayerSpec, ip_adapter_order
+from .methods import DECOUPLED, METHODS, NESTED, SINGLE_TOKEN, check_method, method_named, recorded_method
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 FORMAT = "nested_attention"
-FORMAT_VERSION = "1"
+WEIGHTS_FORMAT_VERSION = "2"  # 2: records the method
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 IP_ADAPTER_DIM_HEAD = 64
 WEIGHTS_FIX = ("give a .safetensors file written by the pack's trainer (nested-attention-train) or save_weights, "
                "or an IP-Adapter Plus .safetensors/.bin file")
+BASELINE_FIX = ("the toy world's baselines are for its own evaluation; give weights trained with nested attention "
+                "(the trainer's default)")
 _METADATA_KEYS = ("base_family", "context_dim", "layers", "num_tokens", "image_feature_dim",
                   "encoder_config")
 
@@ -59,6 +67,7 @@ class NestedAttentionWeights:
     base_family: str  # "sd15" | "sdxl" | any label of a custom layout
     source_format: str  # "nested_attention" | "ip_adapter_plus"
     path: str = ""  # the file it was read from
+    method: str = NESTED.name  # how its tokens reach the model (methods.py)
 
     @property
     def config(self) -> EncoderConfig:
@@ -75,39 +84,29 @@ class NestedAttentionWeights:
     def describe(self) -> str:
         return (f"Nested Attention weights: {display_name(self.base_family)}, {len(self.layers)} layers, "
                 f"{self.config.num_tokens} subject tokens per image, context {self.context_dim}, "
-                f"image features {self.config.image_feature_dim}, from {self.source_format}")
+                f"image features {self.config.image_feature_dim}, from {self.source_format}"
+                + ("" if self.method == NESTED.name else f", {method_named(self.method).describe()}"))
 
     __repr__ = describe
 
 
 # ---- saving -------------------------------------------------------------------------------------
 
-def save_weights(path: PathLike, encoder: SubjectEncoder, base_family: str) -> None:
-    """Write ``encoder`` to ``path`` in our safetensors format (atomically: temp file + rename)."""
+def save_weights(path: PathLike, encoder: SubjectEncoder, base_family: str, method: str = NESTED.name) -> None:
+    """Write ``encoder`` (trained by ``method``) to ``path`` in our safetensors format (atomically:
+    temp file + rename)."""
     if not isinstance(base_family, str) or not base_family.strip():
         raise NestedAttentionError(f"base_family must be a non-empty label such as 'sd15', got {base_family!r}")
+    method_named(method)
     c = encoder.config
     metadata = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "base_family": base_family,
+        "format": FORMAT, "format_version": WEIGHTS_FORMAT_VERSION, "method": method, "base_family": base_family,
         "context_dim": str(c.output_dim), "layers": layers_to_json(encoder.layers),
         "num_tokens": str(c.num_tokens), "image_feature_dim": str(c.image_feature_dim),
         "encoder_config": c.to_json(),
     }
     tensors = {_file_key(k): t.detach().contiguous() for k, t in encoder.state_dict().items()}
     write_safetensors(path, tensors, metadata)
-
-
-def write_safetensors(path: PathLike, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """Atomic write (temp file + rename, the temp named per process so concurrent writers never
-    share it): a reader sees the old file or the whole new one, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _file_key(module_key: str) -> str:
@@ -125,20 +124,28 @@ def _module_key(file_key: str) -> str:
 
 # ---- loading ------------------------------------------------------------------------------------
 
-def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> NestedAttentionWeights:
-    """Read our format or an IP-Adapter Plus file; strict: any inconsistency is a WeightsFormatError."""
+def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu",
+                 accept: Optional[Iterable[str]] = None) -> NestedAttentionWeights:
+    """Read our format (any version) or an IP-Adapter Plus file; strict: any inconsistency is a
+    WeightsFormatError. ``accept``: the method names the caller takes (None: any known method)."""
     path = Path(path)
+    accept = tuple(METHODS) if accept is None else tuple(accept)
     require_file(path, "Nested Attention weights")
     if path.suffix.lower() in TORCH_SUFFIXES:
+        _check_weights_method(path, NESTED.name, accept)
         return _from_ip_adapter(path, _read_torch_ip_adapter(path), device)
     tensors, metadata = read_safetensors(path, "Nested Attention weights", WEIGHTS_FIX)
     fmt = metadata.get("format")
     if fmt == FORMAT:
+        tensors, metadata = upgrade_to(path, "Nested Attention weights", tensors, metadata, WEIGHTS_FORMAT_VERSION,
+                                       WEIGHTS_UPGRADES)
+        _check_weights_method(path, recorded_method(path, metadata, "save it again with save_weights").name, accept)
         return _from_nested_attention(path, tensors, metadata, device)
     if fmt is None and any(k.startswith("nested.") for k in tensors):
         raise WeightsFormatError(f"{path} has Nested Attention tensors but no format metadata (it was "
                                  "stripped, e.g. by a converter); save it again with save_weights")
     if fmt is None and any(k.startswith(("image_proj.", "ip_adapter.")) for k in tensors):
+        _check_weights_method(path, NESTED.name, accept)
         return _from_ip_adapter(path, tensors, device)
     if fmt == "nested_attention_subject":
         raise WeightsFormatError(f"{path} is an encoded subject file, not weights; load it with "
@@ -147,9 +154,23 @@ def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> Ne
                              f"{fmt!r}, expected {FORMAT!r}) nor an IP-Adapter Plus file; {WEIGHTS_FIX}")
 
 
+def _check_weights_method(path: Path, method: str, accept: tuple[str, ...]) -> None:
+    check_method(f"weights file {path}", method, accept, BASELINE_FIX if method != NESTED.name
+                 else "give weights trained with the accepted method")
+
+
+def _weights_v1(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]):
+    """Version 1 -> 2: the method, which version 1 did not record (module docstring)."""
+    baseline = next((m for m in (SINGLE_TOKEN, DECOUPLED) if path.name.startswith(f"toyworld_{m.file_key}")), None)
+    metadata.update(format_version="2", method=(baseline or NESTED).name)
+    return tensors, metadata
+
+
+WEIGHTS_UPGRADES = {"1": _weights_v1}  # every earlier version -> the next one
+
+
 def _from_nested_attention(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str],
                            device) -> NestedAttentionWeights:
-    check_version(path, metadata, "Nested Attention weights")
     require_metadata(path, metadata, _METADATA_KEYS)
     try:
         config = EncoderConfig.from_json(metadata["encoder_config"])
@@ -172,7 +193,7 @@ def _from_nested_attention(path: Path, tensors: dict[str, Tensor], metadata: dic
     check_finite(path, tensors, "the weights were saved from a diverged training run: use an earlier save "
                  "(training keeps step-numbered files) or train again with a lower --lr")
     _load_into(encoder, {_module_key(k): t for k, t in tensors.items()}, device)
-    return NestedAttentionWeights(encoder, base_family, FORMAT, str(path))
+    return NestedAttentionWeights(encoder, base_family, FORMAT, str(path), metadata["method"])
 
 
 def _skeleton(path: Path, config: EncoderConfig, layers: list[LayerSpec]) -> SubjectEncoder:
@@ -290,104 +311,3 @@ def _infer_ip_adapter_config(path: Path, proj: dict[str, Tensor]) -> EncoderConf
         raise WeightsFormatError(f"{path}: {err}; not a usable IP-Adapter Plus file") from None
 
 
-# ---- file helpers, shared with subject.py -------------------------------------------------------
-
-def require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise WeightsFormatError(f"{what} file not found: {path}; check the file name and folder")
-    if not path.is_file():
-        raise WeightsFormatError(f"{what} path {path} is not a file; give the path of the file itself")
-
-
-def read_safetensors(path: PathLike, what: str, fix: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file, or a WeightsFormatError saying why not."""
-    path = Path(path)
-    require_file(path, what)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise WeightsFormatError(_unreadable(path, what, fix, err)) from None
-    return tensors, metadata
-
-
-def _unreadable(path: Path, what: str, fix: str, err: Exception) -> str:
-    if isinstance(err, OSError):
-        return f"{path} cannot be read ({err}); check that the file is readable"
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:2] == b"PK":
-        return (f"{path} is a zip/PyTorch checkpoint, not a safetensors file; an IP-Adapter Plus "
-                f"checkpoint must be named .bin/.pt/.pth to be read with torch.load(weights_only=True); {fix}")
-    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    if head[8:9] == b"{" and 0 < header_len < 100_000_000:
-        return (f"{path} is a truncated or corrupt safetensors file ({err}); the download or save "
-                f"was cut short: download or save it again")
-    return f"{path} is not a safetensors {what} file ({err}); {fix}"
-
-
-def check_version(path: Path, metadata: dict[str, str], what: str) -> None:
-    version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
-        raise WeightsFormatError(
-            f"{path}: {what} format_version {version!r} is not supported (this version reads "
-            f"{FORMAT_VERSION!r}); update the Nested Attention node pack, or re-save the file with it")
-
-
-def require_metadata(path: Path, metadata: dict[str, str], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in metadata]
-    if missing:
-        raise WeightsFormatError(f"{path}: metadata {missing} missing; the file was not written by this "
-                                 "node pack or was edited: save it again")
-
-
-def metadata_int(path: Path, metadata: dict[str, str], key: str) -> int:
-    try:
-        return int(metadata[key])
-    except ValueError:
-        raise WeightsFormatError(f"{path}: metadata {key}={metadata[key]!r} is not an integer; "
-                                 "the file was edited: save it again") from None
-
-
-def layers_to_json(layers: list[LayerSpec]) -> str:
-    return json.dumps([[layer.id, layer.width] for layer in layers])
-
-
-def layers_from_json(path: Path, text: str) -> list[LayerSpec]:
-    try:
-        return [parse_layer_id(layer_id, width) for layer_id, width in json.loads(text)]
-    except (ValueError, TypeError) as err:
-        raise WeightsFormatError(f"{path}: metadata layers {text[:100]!r} is not a JSON list of "
-                                 f"[id, width] ({err}); the file was edited: save it again") from None
-
-
-def check_tensor_layout(path: Path, expected: dict[str, tuple[int, ...]], tensors: dict[str, Tensor],
-                        fix: str) -> None:
-    """Exactly the expected keys, each with its expected shape and a floating dtype."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors {_few(unexpected)}")
-    for key in sorted(set(expected) & set(tensors)):
-        t = tensors[key]
-        if tuple(t.shape) != tuple(expected[key]):
-            problems.append(f"tensor {key} has shape {list(t.shape)}, expected {list(expected[key])}")
-        elif not t.is_floating_point():
-            problems.append(f"tensor {key} has dtype {t.dtype}, expected a floating dtype")
-    if problems:
-        raise WeightsFormatError(f"{path}: {'; '.join(_few(problems, 3))}; {fix}")
-
-
-def check_finite(path: Path, tensors: dict[str, Tensor], fix: str) -> None:
-    """Every floating tensor finite, else a WeightsFormatError naming the file and the first bad tensors."""
-    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
-    if bad:
-        raise WeightsFormatError(f"{path}: tensors {_few(bad)} hold NaN or infinite values; {fix}")
-
-
-def _few(items: list, n: int = 4) -> list:
-    return items if len(items) <= n else items[:n] + [f"... {len(items) - n} more"]

@@ -1,16 +1,14 @@
 """ApplyNestedAttention: patch the model's cross-attention with one subject; chain one per subject."""
 from comfy_api.latest import io
 
-from ..nested_attention_core.families import families
-from .host import apply_subject
+from ..nested_attention_core.families import supported_models
+from .host import apply_subject, check_node_subject
 from .sockets import CATEGORY, SubjectSocket
 
 
 def model_tooltip() -> str:
-    """Names every model family the pack knows (built in, and any a pack registered)."""
-    known = ", ".join(family.display_name for family in families())
-    return (f"The diffusion model to personalize: {known}, or a fine-tune of one of them. Any other UNet with "
-            f"cross-attention works with Nested Attention weights trained for it. The input model is not changed.")
+    """Names every model family the pack knows (built in, and any a pack registered), and what it does not support."""
+    return f"The diffusion model to personalize: {supported_models()}. The input model is not changed."
 
 
 class ApplyNestedAttention(io.ComfyNode):
@@ -44,5 +42,6 @@ class ApplyNestedAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, subject, weight, start_at, end_at, attn_mask=None) -> io.NodeOutput:
+        check_node_subject(subject)
         region = None if attn_mask is None else (attn_mask[None] if attn_mask.ndim == 2 else attn_mask)
         return io.NodeOutput(apply_subject(model, subject, weight, start_at, end_at, region))

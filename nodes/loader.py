@@ -3,9 +3,8 @@ import logging
 
 from comfy_api.latest import io
 
-from ..nested_attention_core.weights import load_weights
-
 from .file_inputs import HOW_TO_GET_WEIGHTS, weight_choices, weight_path, weights_problem
+from .host import load_node_weights
 from .sockets import CATEGORY, WeightsSocket
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,6 @@ class NestedAttentionLoader(io.ComfyNode):
         problem = weights_problem(weights)
         if problem is not None:
             raise FileNotFoundError(f"weights: {problem}")
-        loaded = load_weights(weight_path(weights))
+        loaded = load_node_weights(weight_path(weights))
         log.info("%s", loaded.describe())
         return io.NodeOutput(loaded)

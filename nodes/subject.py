@@ -2,12 +2,10 @@
 import os
 
 import comfy.utils
-import torch
 from comfy_api.latest import io
 
-from ..nested_attention_core.subject import encode_subject
-from .host import reference_features
-from .sockets import CATEGORY, WeightsSocket, SubjectSocket
+from .host import check_node_weights, encode_node_subject, reference_features
+from .sockets import CATEGORY, SubjectSocket, WeightsSocket
 
 
 class NestedAttentionSubject(io.ComfyNode):
@@ -38,11 +36,10 @@ class NestedAttentionSubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, nested_attention, clip_vision, image, word, mask=None) -> io.NodeOutput:
+        check_node_weights(nested_attention)  # before the CLIP vision model runs
         features = reference_features(clip_vision, image, mask)
         progress = comfy.utils.ProgressBar(len(nested_attention.layers))
-        with torch.inference_mode():
-            subject = encode_subject(nested_attention.encoder, features,
-                                     word, nested_attention.base_family,
-                                     progress=lambda done, total: progress.update_absolute(done, total),
-                                     source=f"weights {os.path.basename(nested_attention.path)}")
+        subject = encode_node_subject(nested_attention, features, word,
+                                      progress=lambda done, total: progress.update_absolute(done, total),
+                                      source=f"weights {os.path.basename(nested_attention.path)}")
         return io.NodeOutput(subject)

@@ -4,9 +4,10 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..nested_attention_core.subject import load_subject, save_subject
+from ..nested_attention_core.subject import save_subject
 
 from .file_inputs import subject_choices, subject_file_problem
+from .host import load_node_subject
 from .sockets import CATEGORY, SUBJECTS_FOLDER, SubjectSocket
 
 
@@ -64,4 +65,4 @@ class NestedAttentionLoadSubject(io.ComfyNode):
         problem = subject_file_problem(subject_file)
         if problem is not None:
             raise FileNotFoundError(f"subject_file: {problem}")
-        return io.NodeOutput(load_subject(folder_paths.get_full_path_or_raise(SUBJECTS_FOLDER, subject_file)))
+        return io.NodeOutput(load_node_subject(folder_paths.get_full_path_or_raise(SUBJECTS_FOLDER, subject_file)))

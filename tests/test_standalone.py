@@ -9,6 +9,7 @@ the pack and on the tests' harness, never the other way round.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,12 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return ids
 
 
+TOY_PATH = re.compile(r"\btoyworld(?:[./\\]|$)")  # a module or path of the toy world, not a file-name prefix
+
+
 def toy_world_references(source: str, package: str) -> list[str]:
-    """Each import of a ``toyworld`` module and each non-docstring string naming ``toyworld``."""
+    """Each import of a ``toyworld`` module and each non-docstring string naming a ``toyworld`` module or
+    path (``toyworld/...``, ``toyworld.x``); a file-name prefix such as ``toyworld_decoupled`` is neither."""
     tree = ast.parse(source)
     docstrings, found = _docstrings(tree), []
     for node in ast.walk(tree):
@@ -60,7 +65,7 @@ def toy_world_references(source: str, package: str) -> list[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            if "toyworld" in node.value:
+            if TOY_PATH.search(node.value):
                 found.append(f"line {node.lineno}: string {node.value[:80]!r}")
         found += [f"line {node.lineno}: import {name}" for name in names if "toyworld" in name.split(".")]
     return found
@@ -76,6 +81,8 @@ def test_the_check_sees_every_kind_of_toy_world_import():
     assert toy_world_references('PACK = ROOT / "toyworld/comfyui_pack/__init__.py"', "")
     assert not toy_world_references('"""The toy world (toyworld/) builds on this."""\nimport harness.server', "")
     assert not toy_world_references("from .workflows import load_workflow", "harness")
+    assert toy_world_references('runpy.run_module("nested_attention.toyworld")', "")
+    assert not toy_world_references('OLD_BASELINE_NAME = "toyworld_decoupled"', "")
 
 
 MODULES = dict(modules())

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..nested_attention_core.methods import DECOUPLED, NESTED, SINGLE_TOKEN
 from .description import described_caption
 from .errors import ExperimentError
 from .evaluation_inputs import (gallery_renders, half, pair_gallery, reference, reference_render, region_masks,
@@ -62,10 +63,17 @@ RENDERS = "renders (upper bound)"
 ROUND_TRIP = "renders, VAE round trip"
 ORACLE_TEXT = "base + attribute caption (oracle text)"
 BASE = "base (no subject)"
-OURS = "nested attention (ours)"
+
+
+def method_row(method) -> str:
+    """A method's row (and curve) in the tables: its display name, ours marked."""
+    return method.display_name + (" (ours)" if method == NESTED else "")
+
+
+OURS = method_row(NESTED)
 WHOLE, MASKED = "whole", "masked"  # how a reference reaches the encoder: as users give it, or masked
-DEFAULT_SWEEPS = ((OURS, (0.5, 1.0, 2.0, 3.0)), ("single token", (0.5, 1.0, 2.0)),
-                  ("decoupled cross-attention", (0.25, 0.5, 1.0)))
+DEFAULT_SWEEPS = ((OURS, (0.5, 1.0, 2.0, 3.0)), (method_row(SINGLE_TOKEN), (0.5, 1.0, 2.0)),
+                  (method_row(DECOUPLED), (0.25, 0.5, 1.0)))
 
 
 def masked_row(method: str) -> str:

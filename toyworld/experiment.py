@@ -335,8 +335,9 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         validation_data=str(validation_folder(out_dir / "encoders" / "validation", config)),
         validate_every=config.validate_every)
     models = load_base_models(common)
-    for key, method in METHODS.values():
+    for method in METHODS.values():
+        key = method.file_key
         log.info("encoders: training %s", key)
         session = open_session(replace(common, output=str(out_dir / "encoders" / key), name=f"toyworld_{key}"),
-                               models=models, method=method_named(method))
+                               models=models, method=method_named(method.name))
         train(session)

@@ -27,7 +27,7 @@ Captions are the full class-word captions (no classifier-free-guidance drops: a 
 gives no gradient, and the evaluation prompts are full captions).
 
 Files: ``out_dir/<method key>/<domain>_<id>.safetensors`` (``save_subject``), the method key being
-the ``publish.ENCODER_FILES`` key; ``load_oracles`` reads them back. Apply one as the evaluation
+the method's ``file_key`` (``nested_attention_core.methods``); ``load_oracles`` reads them back. Apply one as the evaluation
 applies a subject: ``host.apply_subject(model, subject, 1.0, rule=method.rule)``.
 """
 from __future__ import annotations
@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..nested_attention_core.methods import DECOUPLED, METHODS, NESTED
 from ..nested_attention_core.subject import NestedSubject, load_subject, save_subject
 from .dataset import Sample, make_samples
 from .errors import ExperimentError
@@ -54,7 +55,7 @@ from .scene import caption
 
 log = logging.getLogger(__name__)
 
-METHOD_KEYS = {"nested": "nested_attention", "decoupled": "decoupled"}  # trainer's method -> ENCODER_FILES key
+ORACLE_METHODS = (NESTED, DECOUPLED)  # single token has one pooled token: its oracle is not defined here
 FILE_PATTERN = re.compile(r"^(person|pet)_(\d+)\.safetensors$")
 
 
@@ -224,10 +225,12 @@ def heldout_losses(denoiser, store: _RenderStore, renders: Sequence[Sequence[_Re
 # ---- all oracles of a weights folder --------------------------------------------------------------
 
 def _method_key(name: str) -> str:
-    if name not in METHOD_KEYS:
-        raise ExperimentError(f"oracle method {name!r}: choose from {sorted(METHOD_KEYS)} (single token has one "
-                              "pooled token; its oracle is not defined here)")
-    return METHOD_KEYS[name]
+    """The file key of an oracle method given by name."""
+    method = METHODS.get(name)
+    if method not in ORACLE_METHODS:
+        raise ExperimentError(f"oracle method {name!r}: choose from {[m.name for m in ORACLE_METHODS]} (single token "
+                              "has one pooled token; its oracle is not defined here)")
+    return method.file_key
 
 
 def _check_weights(weights_dir: Path, keys: Sequence[str]) -> None:
@@ -281,7 +284,7 @@ def train_oracles(weights_dir: Path, out_dir: Path, config: OracleConfig, bar=No
         for name, key in zip(config.methods, keys):
             started = time.perf_counter()
             method = method_named(name)
-            encoder = load_weights(weights_dir / ENCODER_FILES[key]).encoder.float().eval()
+            encoder = load_weights(weights_dir / ENCODER_FILES[key], accept=[name]).encoder.float().eval()
             denoiser = Denoiser(host.model, method.rule)
             denoiser.load()
             with torch.no_grad():
@@ -319,15 +322,17 @@ def load_oracles(folder: Path) -> dict:
     if not folder.is_dir():
         raise ExperimentError(f"oracle folder {folder} does not exist: give the out_dir train_oracles wrote")
     found = {}
-    for key in sorted(set(METHOD_KEYS.values())):
+    keys = sorted(m.file_key for m in ORACLE_METHODS)
+    for method in sorted(ORACLE_METHODS, key=lambda m: m.file_key):
+        key = method.file_key
         for path in sorted((folder / key).glob("*.safetensors")) if (folder / key).is_dir() else ():
             match = FILE_PATTERN.match(path.name)
             if match is None:
                 raise ExperimentError(f"oracle folder {folder}: unexpected file {key}/{path.name}; oracle files are "
                                       "named <domain>_<id>.safetensors (domain person or pet)")
-            found[(key, match[1], int(match[2]))] = load_subject(path)
+            found[(key, match[1], int(match[2]))] = load_subject(path, accept=[method.name])
     if not found:
         raise ExperimentError(f"oracle folder {folder} holds no oracle subjects (expected "
-                              f"{'/ or '.join(sorted(set(METHOD_KEYS.values())))}/<domain>_<id>.safetensors): give "
+                              f"{'/ or '.join(keys)}/<domain>_<id>.safetensors): give "
                               "the out_dir train_oracles wrote")
     return found

@@ -32,7 +32,8 @@ from safetensors import safe_open
 
 import numpy as np
 
-from .evaluation import TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size
+from ..nested_attention_core.methods import DECOUPLED, NESTED, SINGLE_TOKEN
+from .evaluation import TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, method_row
 from .evaluation_inputs import reference as evaluation_reference, reference_render
 from .errors import ExperimentError
 from .identity import PERSON, PET
@@ -41,22 +42,23 @@ from .progress import progress_bar
 log = logging.getLogger(__name__)
 
 
-# table name -> (file key, the trainer's method name); ours first
-METHODS = {
-    "nested attention (ours)": ("nested_attention", "nested"),
-    "single token": ("single_token", "single_token"),
-    "decoupled cross-attention": ("decoupled", "decoupled"),
-}
+
+
+def encoder_file(method) -> str:
+    """Where the published weights of a method lie: ours where ComfyUI looks for them, the baselines apart."""
+    folder = "models/nested_attention" if method == NESTED else "benchmark"
+    return f"{folder}/toyworld_{method.file_key}.safetensors"
+
+
+METHODS = {method_row(m): m for m in (NESTED, SINGLE_TOKEN, DECOUPLED)}  # the methods compared, by row; ours first
 BASE_FILES = {"checkpoint": "models/checkpoints/toyworld_base.safetensors",
               "clip_vision": "models/clip_vision/toyworld_clip_vision.safetensors"}
-ENCODER_FILES = {"nested_attention": "models/nested_attention/toyworld_nested_attention.safetensors",
-                 "single_token": "benchmark/toyworld_single_token.safetensors",
-                 "decoupled": "benchmark/toyworld_decoupled.safetensors"}
+ENCODER_FILES = {m.file_key: encoder_file(m) for m in METHODS.values()}
 SCORER_FILES = {"identity": "scorers/identity.safetensors", "scene": "scorers/scene.safetensors"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_WEIGHTS = REPO_ROOT / "toyworld" / "weights"
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "toyworld"
-ORACLE_DIR = "benchmark/oracles"  # per-identity oracle subjects: <ENCODER_FILES key>/<domain>_<id>.safetensors
+ORACLE_DIR = "benchmark/oracles"  # per-identity oracle subjects: <method file key>/<domain>_<id>.safetensors
 RESULT_FILES = ("results.json", "results.md", "grid.png", "tradeoff.png")
 RESULTS_FORMAT = 2  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep
 
@@ -108,15 +110,13 @@ def publish_oracles(oracle_dir: Path, weights_dir: Path) -> dict:
 
 
 def load_methods(weights_dir: Path) -> dict:
+    """{row: (training method, encoder)} of the published weights, each file refused unless it holds its method."""
     from ..nested_attention_core.weights import load_weights
-
-    methods = {}
     from ..training.method import method_named
 
-    for name, (key, method) in METHODS.items():
-        encoder = load_weights(weights_dir / ENCODER_FILES[key]).encoder.float().eval()
-        methods[name] = (method_named(method), encoder)
-    return methods
+    return {name: (method_named(method.name),
+                   load_weights(weights_dir / encoder_file(method), accept=[method.name]).encoder.float().eval())
+            for name, method in METHODS.items()}
 
 
 def load_oracle_subjects(weights_dir: Path) -> dict:
@@ -129,7 +129,7 @@ def load_oracle_subjects(weights_dir: Path) -> dict:
         return {}
     from .oracle import load_oracles
 
-    names = {key: name for name, (key, _) in METHODS.items()}
+    names = {method.file_key: name for name, method in METHODS.items()}
     return {(names[key], domain, identity_id): subject
             for (key, domain, identity_id), subject in load_oracles(folder).items()}
 
@@ -185,8 +185,8 @@ STAGE_REPORTS = {"clip/clip_report.json": "clip_report.json", "base/attention_sh
 def reference_gaps(out_dir) -> dict:
     """{method name: [{step, loss_right, loss_wrong, gap_percent}]}: the trainer's ``validation`` events."""
     gaps = {}
-    for name, (key, _) in METHODS.items():
-        log_file = Path(out_dir) / "encoders" / key / "train_log.jsonl"
+    for name, method in METHODS.items():
+        log_file = Path(out_dir) / "encoders" / method.file_key / "train_log.jsonl"
         events = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
         gaps[name] = [{k: e[k] for k in ("step", "loss_right", "loss_wrong", "gap_percent")}
                       for e in events if e.get("event") == "validation"]

@@ -59,7 +59,7 @@ class TrainingSession:
         return word_matcher(self.models.clip)(text, word)
 
     def save_weights(self, path) -> None:
-        save_weights(path, self.encoder, self.models.family)
+        save_weights(path, self.encoder, self.models.family, self.method.name)
 
 
 def word_matcher(clip):

@@ -19,13 +19,14 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..nested_attention_core.methods import NESTED
 from .config import RENAMED_FIELDS, REPORTING_FIELDS, STRUCTURAL_FIELDS
 from .errors import ResumeError
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-UNRECORDED_IDENTITY = {"method": "nested"}  # states written before the identity recorded the method
+UNRECORDED_IDENTITY = {"method": NESTED.name}  # states written before the identity recorded the method
 UNRECORDED_CONFIG = {"optimizer": "adamw"}  # states written before --optimizer existed
 _STATE_NAME = re.compile(r"^state-(\d+)\.pt$")
 

@@ -15,9 +15,23 @@ def model_context_dim(model) -> int:
     return int(model.model.model_config.unet_config.get("context_dim") or 0)
 
 
+def model_type(model) -> str:
+    """What a ComfyUI ModelPatcher holds, for messages, e.g. "Flux: comfy.model_base.Flux, denoiser
+    comfy.ldm.flux.model.Flux": the host's model config name, its model class and its denoiser class."""
+    base, denoiser = model.model, model.get_model_object("diffusion_model")
+    config = type(getattr(base, "model_config", None) or base).__name__
+    return (f"{config}: {type(base).__module__}.{type(base).__qualname__}, denoiser "
+            f"{type(denoiser).__module__}.{type(denoiser).__qualname__}")
+
+
+def _family_of(model):
+    return family_of_model(model.get_model_object("diffusion_model"), model_context_dim(model), model_type(model))
+
+
 def model_family(model) -> ModelFamily:
-    """The family of a ComfyUI ModelPatcher, with the layers its walk found."""
-    return family_of_model(model.get_model_object("diffusion_model"), model_context_dim(model))[0]
+    """The family of a ComfyUI ModelPatcher, with the layers its walk found; an UnsupportedModelError
+    naming the model's type and the supported families for a model without UNet cross-attention."""
+    return _family_of(model)[0]
 
 
 def model_layers(model) -> list[LayerSpec]:
@@ -26,7 +40,7 @@ def model_layers(model) -> list[LayerSpec]:
 
 def attention_modules(model) -> dict[str, object]:
     """{layer id: the host's cross-attention module} of a ComfyUI ModelPatcher."""
-    return family_of_model(model.get_model_object("diffusion_model"), model_context_dim(model))[1]
+    return _family_of(model)[1]
 
 
 def check_fits_model(model, family: str, context_dim: int, layers: list[LayerSpec], what: str) -> None:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from ...nested_attention_core.attention import SubjectAttention
 from ...nested_attention_core.errors import NestedAttentionError, SubjectWordError
 from ...nested_attention_core.layers import LayerSpec
+from ...nested_attention_core.methods import method_named
 from ...nested_attention_core.profiling import scope
-from ...nested_attention_core.rules import NESTED_RULE, rule_named
+from ...nested_attention_core.rules import rule_named
 from ...nested_attention_core.subject import NestedSubject
 from .binding import Binding, SubjectBinding
 from .model import check_fits_model, model_layers
@@ -153,9 +154,9 @@ def _step_wrapper(executor, model, conds, x_in, timestep, model_options):
 
 
 def apply_subject(model, subject: NestedSubject, strength: float, start_at: float = 0.0, end_at: float = 1.0,
-                  region=None, rule: str = NESTED_RULE):
-    """A clone of ``model`` whose cross-attention gives ``subject`` nested values (or applies it by
-    the named ``rule``). Chains: apply one subject after another."""
+                  region=None, rule: str | None = None):
+    """A clone of ``model`` whose cross-attention applies ``subject`` by the rule of its method (nested
+    values for nested attention), or by the named ``rule``. Chains: apply one subject after another."""
     for name, value in (("weight", strength), ("start_at", start_at), ("end_at", end_at)):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise NestedAttentionError(f"Apply Nested Attention: {name} is {value!r}; give a finite number "
@@ -163,6 +164,7 @@ def apply_subject(model, subject: NestedSubject, strength: float, start_at: floa
     if region is not None and not bool(region.isfinite().all()):
         raise NestedAttentionError(f"Apply Nested Attention: the region mask (attn_mask) of subject {subject.word!r} "
                                    "holds NaN or infinite values; give a mask with values in [0, 1]")
+    rule = rule or method_named(subject.method).rule
     rule_named(rule)  # an unknown name fails here, not at the first step
     check_fits_model(model, subject.base_family, subject.context_dim, subject.layers(), subject.describe())
     sampling = model.get_model_object("model_sampling")

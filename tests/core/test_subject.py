@@ -108,7 +108,8 @@ def test_save_load_round_trip_is_exact(tmp_path, subject):
         meta = f.metadata()
         assert sorted(f.keys()) == sorted(["tokens"] + [f"nested.{i}.{p}" for i in subject.nested
                                                         for p in ("keys", "values")])
-    assert meta["format"] == "nested_attention_subject" and meta["format_version"] == "1"
+    assert meta["format"] == "nested_attention_subject" and meta["format_version"] == "2"
+    assert meta["method"] == "nested" and loaded.method == "nested"
     assert json.loads(meta["layers"]) == [["input_1_0", 8], ["middle_0_0", 12], ["output_3_1", 8]]
 
 

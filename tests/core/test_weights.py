@@ -88,7 +88,7 @@ def test_file_layout_and_metadata(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, tiny_encoder(), "sd15")
     tensors, meta = tensors_and_metadata(path)
-    assert meta["format"] == "nested_attention" and meta["format_version"] == "1"
+    assert meta["format"] == "nested_attention" and meta["format_version"] == "2" and meta["method"] == "nested"
     assert meta["base_family"] == "sd15" and meta["context_dim"] == "10"
     assert json.loads(meta["layers"]) == [["input_1_0", 8], ["middle_0_0", 12], ["output_3_1", 8]]
     assert meta["num_tokens"] == "4" and meta["image_feature_dim"] == "12"
@@ -234,10 +234,14 @@ def test_tensor_layout_errors(tmp_path, edit, words):
 
 @pytest.mark.parametrize("metadata, words", [
     ({"num_tokens": "5"}, ("num_tokens=5", "re-save")),
-    ({"format_version": "2"}, ("format_version '2'", "update the Nested Attention node pack")),
+    ({"format_version": "3"}, ("format_version '3'", "newer Nested Attention node pack", "'1', '2'",
+                               "update the node pack")),
+    ({"format_version": "x"}, ("format_version 'x'", "'1', '2'", "save it again")),
+    ({"method": "ip_adapter"}, ("method='ip_adapter'", "['decoupled', 'nested', 'single_token']", "update this one")),
     ({"format": "pt"}, ("'pt'", "save_weights")),
     ({"format": "nested_attention_subject"}, ("load_subject",)),
-], ids=["disagrees with the config", "unknown format version", "other format", "a subject file"])
+], ids=["disagrees with the config", "newer format version", "unknown format version", "unknown method",
+        "other format", "a subject file"])
 def test_metadata_errors(tmp_path, metadata, words):
     path = rewrite(good_file(tmp_path), edit_meta=lambda m: m.update(metadata))
     with pytest.raises(WeightsFormatError) as info:

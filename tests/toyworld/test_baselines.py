@@ -183,7 +183,8 @@ def test_baseline_trains_through_the_trainer(trainer, host, method, tmp_path):
         with torch.no_grad():
             pooled = encoder.encode(features).mean((0, 1))
         assert torch.allclose(subject.tokens[0], pooled, atol=1e-6)
-    patched = host.apply_subject(models.patcher, subject, 1.0, rule=method.rule)
+    assert subject.method == method.name  # the subject says what it is, and is applied by its rule
+    patched = host.apply_subject(models.patcher, subject, 1.0)
     binding = host.applied_subjects(patched).bindings[-1]
     assert binding.rule == method.rule and binding.subject is subject
 

@@ -14,11 +14,11 @@ from nested_attention.toyworld.evaluation import (BASE, ORACLE_TEXT, OURS, RENDE
 from nested_attention.toyworld.evaluation_inputs import reference, scene_render
 from nested_attention.toyworld.evaluation_scores import Collected, clustered_se
 from nested_attention.toyworld.generation import SamplerSettings
-from nested_attention.toyworld.publish import COMMITTED_WEIGHTS, SCORER_FILES, compare_results
+from nested_attention.toyworld.publish import COMMITTED_WEIGHTS, METHODS, SCORER_FILES, compare_results
 from nested_attention.toyworld.report import markdown_report
 from nested_attention.toyworld.scoring import load_scorer
 
-METHOD_RULES = {OURS: "nested", "single token": "single_token", "decoupled cross-attention": "decoupled"}
+METHOD_RULES = {name: method.rule for name, method in METHODS.items()}
 
 
 class RecordingHost:
@@ -190,7 +190,8 @@ def test_published_oracles_are_found_by_method_name_and_their_absence_is_said(tm
 
     assert load_oracle_subjects(tmp_path) == {}
     assert "leaves out the per-identity oracle rows" in caplog.text
-    subject = NestedSubject("dog", torch.zeros(2, 4), {"input_1_0": (torch.ones(2, 8), torch.ones(2, 8))}, "toy", 4)
+    subject = NestedSubject("dog", torch.zeros(2, 4), {"input_1_0": (torch.ones(2, 8), torch.ones(2, 8))}, "toy", 4,
+                            method="decoupled")
     (tmp_path / ORACLE_DIR / "decoupled").mkdir(parents=True)
     save_subject(tmp_path / ORACLE_DIR / "decoupled" / "pet_1801.safetensors", subject)
     (key, loaded), = load_oracle_subjects(tmp_path).items()

@@ -27,9 +27,10 @@ def toy():
     host = ToyHost.load(COMMITTED_WEIGHTS / BASE_FILES["checkpoint"], COMMITTED_WEIGHTS / BASE_FILES["clip_vision"])
     host.model.model.eval().requires_grad_(False)
     methods = {}
-    for name, key in oracle.METHOD_KEYS.items():
-        method = method_named(name)
-        encoder = load_weights(COMMITTED_WEIGHTS / ENCODER_FILES[key]).encoder.float().eval()
+    for registered in oracle.ORACLE_METHODS:
+        name, method = registered.name, method_named(registered.name)
+        encoder = load_weights(COMMITTED_WEIGHTS / ENCODER_FILES[registered.file_key], accept=[name]).encoder
+        encoder = encoder.float().eval()
         denoiser = Denoiser(host.model, method.rule)
         denoiser.load()
         methods[name] = (method, encoder, denoiser)
@@ -135,7 +136,8 @@ def test_train_oracles_writes_files_that_load_and_apply_through_the_host(toy, tm
     settings = SamplerSettings(steps=2)
     base = host.sample(host.model, "a photo of a dog on a red background, in the center", 3, settings)
     for (key, domain, identity_id), subject in oracles.items():
-        name = {v: k for k, v in oracle.METHOD_KEYS.items()}[key]
+        name = next(m.name for m in oracle.ORACLE_METHODS if m.file_key == key)
+        assert subject.method == name  # the file says which method it is
         start = start_subject(toy, name, domain, identity_id)
         assert subject.word == start.word and torch.equal(subject.tokens, start.tokens)
         assert any(not torch.equal(subject.nested[layer][1], v) for layer, (_, v) in start.nested.items())

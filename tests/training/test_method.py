@@ -33,3 +33,18 @@ def test_a_state_resumes_only_with_the_method_that_made_it(training):
     check_compatible("s.pt", older, "{}", {**identity, "method": "nested"})
     with pytest.raises(ResumeError, match="another method"):
         check_compatible("s.pt", older, "{}", identity)
+
+
+def test_every_registered_method_has_its_training_and_weights_record_it(training, sdxl_models, helpers, tiny_models,
+                                                                         tmp_path):
+    from nested_attention.nested_attention_core import methods
+    from nested_attention.nested_attention_core.weights import load_weights
+    from nested_attention.training.method import METHODS
+    from nested_attention.training.session import open_session
+
+    assert {name: m.method for name, m in METHODS.items()} == methods.METHODS
+    data = helpers.make_data(tmp_path / "data", {"alice": 2})
+    session = open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", cache=False), models=sdxl_models,
+                           method=METHODS["decoupled"])
+    session.save_weights(tmp_path / "decoupled.safetensors")
+    assert load_weights(tmp_path / "decoupled.safetensors").method == "decoupled"
