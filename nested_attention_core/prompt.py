@@ -80,16 +80,25 @@ class PromptWords:
         """Context positions of every occurrence of ``word``."""
         return [p for occurrence in self.occurrences(word) for p in occurrence]
 
-    def token_mask(self, word: str, length: int | None = None) -> torch.Tensor:
-        """Bool mask [length] of the word's positions. A context longer than the prompt (the host
-        repeats shorter prompts to batch them with longer ones) repeats the prompt's positions."""
+    def token_mask(self, word: str, length: int | None = None, period: int | None = None) -> torch.Tensor:
+        """Bool mask [length] of the word's positions.
+
+        ``period``: the length of the conditioning that carries this prompt (the prompt's own length,
+        or more when tokens without word positions were appended after it, as ConditioningConcat
+        does). A context longer than that (the host repeats shorter conditionings to batch them with
+        longer ones) repeats the positions every ``period`` tokens; appended tokens are never marked."""
         length = self.length if length is None else length
+        period = self.length if period is None else period
         mask = torch.zeros(length, dtype=torch.bool)
         positions = torch.tensor(self.positions(word), dtype=torch.long)
-        if len(positions) and length % self.length == 0:
-            offsets = torch.arange(0, length, self.length)
+        if len(positions) and period >= self.length and length % period == 0:
+            offsets = torch.arange(0, length, period)
             mask[(positions[None, :] + offsets[:, None]).flatten()] = True
         return mask
+
+    def word_at(self, position: int) -> str | None:
+        """The word (piece) of the prompt at a context position, None for none."""
+        return next((word for word, positions in self.words if position in positions), None)
 
 
 def word_pieces(word: str) -> tuple[str, ...]:

@@ -1,4 +1,6 @@
 """ApplyNestedAttention: patch the model's cross-attention with one subject; chain one per subject."""
+import math
+
 from comfy_api.latest import io
 
 from ..nested_attention_core.families import supported_models
@@ -38,10 +40,31 @@ class ApplyNestedAttention(io.ComfyNode):
                                       "Any size: it is resized to each layer's grid."),
             ],
             outputs=[io.Model.Output(tooltip="The patched model; the input model is left unchanged.")],
+            hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, weight):
+        """Checked when the prompt is queued, shown on this node (the frontend would otherwise clamp an
+        out-of-range number without a word: web/nested_attention.js lifts its clamp). start_at and end_at
+        get ComfyUI's own range check, on this node too."""
+        return weight_problem(weight) or True
 
     @classmethod
     def execute(cls, model, subject, weight, start_at, end_at, attn_mask=None) -> io.NodeOutput:
         check_node_subject(subject)
         region = None if attn_mask is None else (attn_mask[None] if attn_mask.ndim == 2 else attn_mask)
-        return io.NodeOutput(apply_subject(model, subject, weight, start_at, end_at, region))
+        hidden = getattr(cls, "hidden", None)
+        node = f"Apply Nested Attention node #{hidden.unique_id}" if hidden is not None and hidden.unique_id else None
+        return io.NodeOutput(apply_subject(model, subject, weight, start_at, end_at, region, node=node))
+
+
+WEIGHT_RANGE = (0.0, 5.0)
+
+
+def weight_problem(weight) -> str | None:
+    """None if the weight is usable, else a message naming the input, its value and its range."""
+    low, high = WEIGHT_RANGE
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or not low <= weight <= high:
+        return f"weight is {weight!r}: type a value from {low:g} to {high:g} (1.0 is the paper's method)"
+    return None

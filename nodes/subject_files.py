@@ -31,14 +31,30 @@ class NestedAttentionSaveSubject(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, filename_prefix=None, **_):
+        """ComfyUI reuses the last run's result (and shows its saved name again) while this value stays
+        the same: a generation per prefix, new once a file this prefix wrote is gone, so the subject is
+        written again instead of naming a file that is not there."""
+        written = _WRITTEN.get(filename_prefix, [])
+        if any(not os.path.isfile(path) for path in written):
+            written.clear()
+            _GENERATION[filename_prefix] = _GENERATION.get(filename_prefix, 0) + 1
+        return _GENERATION.get(filename_prefix, 0)
+
+    @classmethod
     def execute(cls, subject, filename_prefix) -> io.NodeOutput:
         folder = folder_paths.get_folder_paths(SUBJECTS_FOLDER)[0]
         full_folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder)
         os.makedirs(full_folder, exist_ok=True)
         path = os.path.join(full_folder, f"{name}_{counter:05}_.safetensors")
         save_subject(path, subject)
+        _WRITTEN.setdefault(filename_prefix, []).append(path)
         # "text" is shown on the node and triggers the list refresh (web/nested_attention.js)
         return io.NodeOutput(ui={"text": [os.path.relpath(path, folder)]})
+
+
+_WRITTEN: dict[str, list[str]] = {}  # filename prefix -> the files Save Subject wrote with it (this process)
+_GENERATION: dict[str, int] = {}  # filename prefix -> how often one of its files was found deleted
 
 
 class NestedAttentionLoadSubject(io.ComfyNode):

@@ -53,6 +53,7 @@ class SubjectBinding:
     sigma_end: float
     region: torch.Tensor | None = None  # [1 or latent batch, H, W] in [0, 1], image coordinates
     rule: str = NESTED_RULE  # how the subject changes attention (nested_attention_core.rules)
+    node: str | None = None  # the node that applied it ("Apply Nested Attention node #12"), for errors
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):

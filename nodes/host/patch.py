@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ...nested_attention_core.attention import SubjectAttention
 from ...nested_attention_core.errors import NestedAttentionError, SubjectWordError
+from ...nested_attention_core.prompt import trimmed_pieces, word_pieces
 from ...nested_attention_core.layers import LayerSpec
 from ...nested_attention_core.methods import method_named
 from ...nested_attention_core.profiling import scope
@@ -28,7 +29,7 @@ from ...nested_attention_core.rules import rule_named
 from ...nested_attention_core.subject import NestedSubject
 from .binding import Binding, SubjectBinding
 from .model import check_fits_model, model_layers
-from .step import STEP_KEY, StepPrompts, check_subject_words, step_prompts
+from .step import STEP_KEY, StepPrompts, check_subject_words, mark_negative, step_prompts, subject_name
 
 SUBJECTS_KEY = "nested_attention_subjects"  # transformer options: AppliedSubjects
 WRAPPER_KEY = "nested_attention"
@@ -141,22 +142,34 @@ def model_call_options(model, step: StepPrompts) -> dict:
     return options
 
 
+def _sample_wrapper(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper: before the first step, checks the subject words against every prompt the
+    guider holds (by name, whatever order it later calls the model in) and marks its negative conds."""
+    guider = executor.class_obj
+    subjects = guider.model_options.get("transformer_options", {}).get(SUBJECTS_KEY)
+    if subjects is not None and subjects.bindings:
+        check_subject_words(subjects.bindings, guider.conds)
+        mark_negative(guider.conds)  # the guider's own copies for this run: the user's conditioning is untouched
+    return executor(*args, **kwargs)
+
+
 def _step_wrapper(executor, model, conds, x_in, timestep, model_options):
-    """CALC_COND_BATCH wrapper: checks the subject words and lays the subjects over this UNet call."""
+    """CALC_COND_BATCH wrapper: lays the subjects over this UNet call."""
     transformer_options = model_options.get("transformer_options", {})
     subjects = transformer_options.get(SUBJECTS_KEY)
     if subjects is None or not subjects.bindings:
         return executor(model, conds, x_in, timestep, model_options)
-    check_subject_words(subjects.words, conds[0] or [])
     options = dict(model_options)
     options["transformer_options"] = step_transformer_options(transformer_options, step_prompts(conds, x_in, timestep))
     return executor(model, conds, x_in, timestep, options)
 
 
 def apply_subject(model, subject: NestedSubject, strength: float, start_at: float = 0.0, end_at: float = 1.0,
-                  region=None, rule: str | None = None):
+                  region=None, rule: str | None = None, node: str | None = None):
     """A clone of ``model`` whose cross-attention applies ``subject`` by the rule of its method (nested
-    values for nested attention), or by the named ``rule``. Chains: apply one subject after another."""
+    values for nested attention), or by the named ``rule``. Chains: apply one subject after another.
+    ``node`` names the node that applied it (e.g. "Apply Nested Attention node #12"), for errors found
+    at sampling time."""
     for name, value in (("weight", strength), ("start_at", start_at), ("end_at", end_at)):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise NestedAttentionError(f"Apply Nested Attention: {name} is {value!r}; give a finite number "
@@ -169,7 +182,7 @@ def apply_subject(model, subject: NestedSubject, strength: float, start_at: floa
     check_fits_model(model, subject.base_family, subject.context_dim, subject.layers(), subject.describe())
     sampling = model.get_model_object("model_sampling")
     binding = SubjectBinding(subject, float(strength), float(sampling.percent_to_sigma(start_at)),
-                             float(sampling.percent_to_sigma(end_at)), region, rule)
+                             float(sampling.percent_to_sigma(end_at)), region, rule, node)
     return apply_binding(model, binding)
 
 
@@ -186,6 +199,12 @@ def apply_binding(model, binding: Binding):
         raise SubjectWordError(
             f"subject word {binding.word!r} is already bound by an earlier ApplyNestedAttention on this model: "
             f"give each subject its own word (e.g. 'man' and 'woman'), or apply only one")
+    for other in applied.bindings:
+        shared = trimmed_pieces(word_pieces(other.word))
+        if shared == trimmed_pieces(word_pieces(binding.word)):
+            raise SubjectWordError(
+                f"{subject_name(other)} and {subject_name(binding)} both act on the token {' '.join(shared)!r}: "
+                f"one token can carry one subject. Give each subject a word of its own (e.g. 'man' and 'woman')")
     options[SUBJECTS_KEY] = AppliedSubjects(applied.layers, applied.bindings + (binding,))
     _ensure_step_wrapper(patched)
     return patched
@@ -201,3 +220,5 @@ def _ensure_step_wrapper(model) -> None:
 
     if not model.get_wrappers(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY):
         model.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _step_wrapper)
+    if not model.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
+        model.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _sample_wrapper)

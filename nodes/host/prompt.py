@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...nested_attention_core.prompt import PromptWords
-from .step import PROMPT_KEY
+from .step import ENCODED_KEY, PROMPT_KEY
 
 
 def prompt_words(clip, text: str) -> tuple[dict, PromptWords]:
@@ -24,6 +24,9 @@ def prompt_words(clip, text: str) -> tuple[dict, PromptWords]:
 
 
 def encode_prompt(clip, text: str) -> list:
-    """CONDITIONING of ``text`` (as CLIP Text Encode gives it) carrying the prompt's word positions."""
+    """CONDITIONING of ``text`` (as CLIP Text Encode gives it) carrying the prompt's word positions and
+    the context they index (a reference to the same tensor), so that a node that changes the tokens
+    afterwards is noticed (``step.cond_prompt``)."""
     tokens, words = prompt_words(clip, text)
-    return [[cond, {**extra, PROMPT_KEY: words}] for cond, extra in clip.encode_from_tokens_scheduled(tokens)]
+    return [[cond, {**extra, PROMPT_KEY: words, ENCODED_KEY: cond}]
+            for cond, extra in clip.encode_from_tokens_scheduled(tokens)]

@@ -5,8 +5,10 @@ the page loads with no console error naming the pack; the pack's nodes are regis
 search; every template loads from the Templates browser with no missing-node warning; a tooltip
 shows on hover; the SDXL template's missing weights are reported on Run before anything runs; the
 tests' two-subject workflow on the tiny SD1.5 (harness/workflows/) runs from the Run button to an
-image in Save Image and the preview's maps; Save Subject shows the saved name and Load Subject lists
-it without a refresh.
+image in Save Image and the preview's maps; Save Subject shows the saved name on the node (read from
+the page as drawn), says "already saved as" on a rerun that reuses the file and writes it again once
+it is deleted, and Load Subject lists it without a refresh; a weight typed out of range is reported on
+the Apply node, not clamped.
 """
 from __future__ import annotations
 
@@ -154,7 +156,30 @@ def test_the_two_subject_workflow_runs_from_the_run_button(page, screenshots):
     page.screenshot(path=str(screenshots / "tiny_two_subjects_workflow.png"))
 
 
-def test_save_subject_shows_the_name_and_load_subject_lists_it(page):
+def saved_as_shown(page, save_id: int, screenshots, shot: str) -> str:
+    """The text the Save Subject node shows, read from the page as drawn: the element must be visible,
+    inside the viewport and over the node."""
+    page.evaluate(f"""() => {{ const node = app.graph.getNodeById({save_id});
+        app.canvas.ds.scale = 1; app.canvas.centerOnNode(node); app.canvas.setDirty(true, true); }}""")
+    shown = page.locator(".nested-attention-saved-as")
+    shown.wait_for(state="visible", timeout=10_000)
+    page.wait_for_timeout(300)  # the element follows the node on the next frame
+    box, viewport = shown.bounding_box(), page.viewport_size
+    assert box and box["width"] > 20 and box["height"] > 8, box
+    assert 0 <= box["x"] and box["x"] + box["width"] <= viewport["width"], (box, viewport)
+    assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], (box, viewport)
+    node = page.evaluate(f"""() => {{ const node = app.graph.getNodeById({save_id});
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas(node.pos);
+        const [w, h] = [node.size[0] * app.canvas.ds.scale, node.size[1] * app.canvas.ds.scale];
+        return {{x: rect.left + x, y: rect.top + y, w, h}}; }}""")
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert node["x"] <= centre[0] <= node["x"] + node["w"] and node["y"] <= centre[1] <= node["y"] + node["h"], (box, node)
+    page.screenshot(path=str(screenshots / shot))
+    return shown.inner_text().strip()
+
+
+def test_save_subject_shows_the_name_and_load_subject_lists_it(page, server, screenshots):
     added = page.evaluate("""() => {
         const subject = app.graph.nodes.find(n => n.type === 'NestedAttentionSubject');
         const save = LiteGraph.createNode('NestedAttentionSaveSubject'); save.pos = [400, 1300]; app.graph.add(save);
@@ -163,13 +188,68 @@ def test_save_subject_shows_the_name_and_load_subject_lists_it(page):
         return [save.id, load.id, load.widgets[0].value]; }""")
     save_id, load_id, before = added
     assert before.startswith("no saved subjects yet")
+    folder = server.base_dir / "models" / "nested_attention_subjects"
     assert run_and_wait(page) == "execution_success"
-    page.wait_for_function(f"app.graph.getNodeById({save_id}).widgets.some(w => w.name === 'saved_as' && w.value)",
-                           timeout=10_000)
-    saved = page.evaluate(f"app.graph.getNodeById({save_id}).widgets.find(w => w.name === 'saved_as').value")
-    assert saved.startswith("subject_") and saved.endswith(".safetensors")
+    shown = saved_as_shown(page, save_id, screenshots, "05_saved_as.png")
+    assert shown.startswith("saved as subject_") and shown.endswith(".safetensors"), shown
+    saved = shown.removeprefix("saved as ")
+    assert sorted(p.name for p in folder.glob("subject_*")) == [saved]
     page.wait_for_function(f"app.graph.getNodeById({load_id}).widgets[0].options.values.includes({json.dumps(saved)})",
                            timeout=10_000)
+
+    # Run again, nothing changed: ComfyUI reuses the result, and the node says so; nothing is written
+    assert run_and_wait(page) == "execution_success"
+    page.wait_for_function("document.querySelector('.nested-attention-saved-as')?.textContent.startsWith('already')",
+                           timeout=10_000)
+    assert saved_as_shown(page, save_id, screenshots, "06_already_saved_as.png") == f"already saved as {saved}"
+    assert sorted(p.name for p in folder.glob("subject_*")) == [saved]
+
+    # the file deleted: the next run writes it again rather than naming a file that is not there
+    (folder / saved).unlink()
+    assert run_and_wait(page) == "execution_success"
+    page.wait_for_function("document.querySelector('.nested-attention-saved-as')?.textContent.startsWith('saved as')",
+                           timeout=10_000)
+    again = saved_as_shown(page, save_id, screenshots, "07_saved_again.png").removeprefix("saved as ")
+    assert sorted(p.name for p in folder.glob("subject_*")) == [again]
+
+
+def type_into_widget(page, node_type: str, widget: str, text: str) -> None:
+    """Click the middle of a node's number widget on the canvas, type ``text`` in the prompt that opens."""
+    xy = page.evaluate(f"""() => {{ const node = app.graph.nodes.find(n => n.type === {json.dumps(node_type)});
+        app.canvas.ds.scale = 1; app.canvas.centerOnNode(node); app.canvas.setDirty(true, true);
+        const w = node.widgets.find(w => w.name === {json.dumps(widget)});
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas(
+            [node.pos[0] + node.size[0] / 2, node.pos[1] + w.y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
+        return [rect.left + x, rect.top + y]; }}""")
+    page.wait_for_timeout(300)
+    page.mouse.click(*xy)
+    field = page.locator(".graphdialog input").last
+    field.wait_for(state="visible", timeout=5_000)
+    field.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+
+
+def test_a_weight_out_of_range_is_reported_on_the_apply_node_not_clamped(page, screenshots):
+    load_workflow_file(page, harness.TINY_WORKFLOW)
+    close_dialogs(page)
+    apply_id = page.evaluate("String(app.graph.nodes.find(n => n.type === 'ApplyNestedAttention').id)")
+    type_into_widget(page, "ApplyNestedAttention", "weight", "1e999")
+    # what Run sends: the number as typed (as large as JSON carries), not clamped to 5 without a word
+    sent = page.evaluate(f"(async () => (await app.graphToPrompt()).output[{json.dumps(apply_id)}].inputs.weight)()")
+    assert sent > 5, sent
+    page.evaluate("window.__na_events = []")
+    page.get_by_role("button", name="Run", exact=True).first.click()
+    message = page.locator("[role=dialog]").filter(has_text="type a value from 0 to 5")
+    message.wait_for(state="visible", timeout=20_000)
+    page.screenshot(path=str(screenshots / "08_weight_out_of_range.png"))
+    assert "weight" in message.inner_text()
+    assert page.evaluate("Object.keys(app.lastNodeErrors ?? {})") == [apply_id]  # the node the frontend marks
+    assert page.evaluate("window.__na_events") == []  # refused when queued: nothing ran
+    close_dialogs(page)
 
 
 def template_models(name: str) -> list[dict]:

@@ -135,7 +135,7 @@ def test_word_missing_from_positive_prompt_is_a_clear_error(env, loaded):
     adapter, nodes, _ = env
     _, model, clip = loaded
     patched = adapter.apply_subject(model, random_subject(adapter, model, "corgi"), 1.0, 0.0, 1.0)
-    with pytest.raises(SubjectWordError, match=r"'corgi' is not in the positive prompt.*a photo of a dog"):
+    with pytest.raises(SubjectWordError, match=r"'corgi' is not in the positive prompt.*positive: 'a photo of a dog'"):
         sample(nodes, patched, encode(clip, "a photo of a dog"), encode(clip, "corgi"))
     import nodes as host_nodes
 

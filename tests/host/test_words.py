@@ -1,7 +1,12 @@
 """Subject words as people write them, found in prompts tokenized by the real CLIP tokenizers."""
 import logging
+from types import SimpleNamespace
 
 import pytest
+
+def subject_of(word):  # what the check reads of an applied subject: its word
+    return SimpleNamespace(word=word)
+
 
 PROMPT = "a photo of sks_dog and dog2 in a t-shirt, the dog's ball, 35mm film, <dog1> and ohwx man, sksdog"
 
@@ -39,8 +44,8 @@ def test_surrounding_punctuation_the_prompt_lacks_is_left_out_with_a_message(cli
     words = conditioning[0][1][host.PROMPT_KEY]
     assert words.positions("dog,") == words.positions("dog") != []
     caplog.set_level(logging.WARNING)
-    check_subject_words(["dog,"], [conditioning[0][1]])
+    check_subject_words([subject_of("dog,")], {"positive": [conditioning[0][1]]})
     assert "'dog,' is not in the prompt as typed" in caplog.text
     caplog.clear()
-    check_subject_words(["dog"], [conditioning[0][1]])
+    check_subject_words([subject_of("dog")], {"positive": [conditioning[0][1]]})
     assert caplog.text == ""

@@ -238,6 +238,46 @@ def test_a_subject_word_missing_from_the_prompt_is_an_execution_error(server):
     message = caught.value.exception_message
     assert "'person'" in message and "a photo of a cat on the beach" in message, message
     assert caught.value.exception_type.endswith("SubjectWordError")
+    # the sampler is the only node that sees both the prompt and the subjects; the message names the
+    # Apply node (by the number the frontend shows) whose word is missing
+    apply_id = harness.nodes_of(prompt, "ApplyNestedAttention")[0]
+    assert f"Apply Nested Attention node #{apply_id}" in message, message
+
+
+@pytest.mark.parametrize("name, value", [("weight", 10.0), ("weight", -3.0), ("weight", float("inf")),
+                                         ("weight", 1.7976931348623157e308), ("end_at", 1.5)])
+def test_out_of_range_numbers_are_reported_on_the_apply_node(server, name, value):
+    """1.79e308: what the browser sends for 1e999 typed in the widget (web/nested_attention.js bounds
+    the widget by the largest finite number, which JSON can carry)."""
+    prompt = tiny_prompt(server, "sdxl_one_subject")
+    apply_id = harness.nodes_of(prompt, "ApplyNestedAttention")[0]
+    with pytest.raises(harness.PromptRejected) as caught:
+        server.queue(harness.set_inputs(prompt, "ApplyNestedAttention", **{name: value}))
+    errors = caught.value.response["node_errors"]
+    assert list(errors) == [apply_id], errors
+    text = " ".join(f"{e.get('message')} {e.get('details')}" for e in errors[apply_id]["errors"])
+    assert name in text and ("type a value from 0 to 5" in text if name == "weight" else "max of 1" in text), text
+
+
+def test_save_subject_writes_again_when_its_file_was_deleted(server):
+    """A rerun with nothing changed reuses the result while the file is there; once it is deleted, the
+    rerun writes the subject again instead of naming the missing file."""
+    prompt = tiny_prompt(server, "sdxl_one_subject")
+    subject_id = harness.nodes_of(prompt, "NestedAttentionSubject")[0]
+    save = {i: node for i, node in prompt.items() if node["class_type"] != "SaveImage"}
+    save["901"] = {"class_type": "NestedAttentionSaveSubject",
+                   "inputs": {"subject": [subject_id, 0], "filename_prefix": "na_rerun"}}
+    folder = server.base_dir / "models" / "nested_attention_subjects"
+    first = server.run(save).outputs["901"]["text"][0]
+    written = sorted(folder.glob("na_rerun*"))
+    assert written == [folder / first]
+    assert server.run(save).outputs["901"]["text"][0] == first  # reused: the same name, nothing written
+    assert sorted(folder.glob("na_rerun*")) == written
+    (folder / first).unlink()
+    again = server.run(save).outputs["901"]["text"][0]
+    assert sorted(folder.glob("na_rerun*")) == [folder / again]  # written again (the counter may reuse the name)
+    assert server.run(save).outputs["901"]["text"][0] == again  # and reused from then on
+    assert sorted(folder.glob("na_rerun*")) == [folder / again]
 
 
 def test_save_subject_then_load_subject_round_trips(server):
