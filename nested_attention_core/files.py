@@ -52,6 +52,18 @@ def _unknown_version(path: Path, what: str, version, current: str, upgrades: dic
             "was edited or not written by this pack: save it again")
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (read from /proc on Linux; elsewhere by
+    setting it and putting it back, which another thread creating a file at that instant could notice)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_safetensors(path: PathLike, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     """Atomic write (temp file + rename, the temp named per process so concurrent writers never
     share it): a reader sees the old file or the whole new one, never half of it."""
@@ -59,6 +71,7 @@ def write_safetensors(path: PathLike, tensors: dict[str, Tensor], metadata: dict
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, new_file_mode())  # safetensors creates files 0600: a ComfyUI of another user could not read them
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -26,6 +26,8 @@ from safetensors import SafetensorError, safe_open
 
 from ..nested_attention_core.weights import write_safetensors
 
+from .outputfiles import tensor_bytes, writing
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # bump when the way a feature is computed or stored changes (2: entries carry a checksum)
@@ -116,7 +118,10 @@ class FeatureCache:
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        write_safetensors(path, tensors, {**metadata, CHECKSUM_KEY: entry_checksum(key, tensors, metadata)})
+        with writing(path, tensor_bytes(tensors), "the feature-cache entry",
+                     "free some space there, or give the cache another folder (--cache-dir) or none (--no-cache); "
+                     "then run again (--resume latest continues from the last state written)"):
+            write_safetensors(path, tensors, {**metadata, CHECKSUM_KEY: entry_checksum(key, tensors, metadata)})
         self.stats[f"{kind}_writes"] += 1
         self._remember(kind, key, tensors, metadata)
 

@@ -12,6 +12,7 @@ or ``--cpu`` is given, and trains through the same host attention path as infere
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from . import bootstrap
@@ -42,12 +43,15 @@ def main(argv=None) -> int:
     from .dist import init_distributed, shutdown
     from .errors import TrainingDivergedError
     from .loop import train
+    from .outputlock import hold_output
     from .session import open_session
 
     log = logging.getLogger(LOGGER)
     dist = init_distributed(use_cuda)
+    device = torch.device("cuda", ranks.local_rank) if use_cuda else torch.device("cpu")
     try:
-        result = train(open_session(config, dist))
+        with hold_output(config, dist, device):  # a busy or unwritable --output stops before any model loads
+            result = train(open_session(config, dist))
     except (NestedAttentionError, TrainingDivergedError) as err:
         log.error("%s", err)
         return 2
@@ -55,6 +59,15 @@ def main(argv=None) -> int:
         shutdown(dist)
     if result.weights is not None:
         log.info("%s at step %d: %s", result.status, result.step, result.weights)
+    return exit_code(result)
+
+
+def exit_code(result) -> int:
+    """0 for a finished run; a run that a signal stopped before --max-steps (its state saved) exits as a process
+    ended by that signal is reported, 128 + the signal's number (SIGTERM 143, SIGINT 130), so that a job
+    scheduler or a shell script sees that it did not finish."""
+    if result.status == "stopped" and result.signal:
+        return 128 + signal.Signals[result.signal].value
     return 0
 
 

@@ -133,6 +133,9 @@ class TrainConfig:
     save_every: int = flag(500, help="Write weights and the training state every K steps (0 = only at the end).",
                            group="output")
     keep_states: int = flag(2, help="Training states kept on disk (the newest).", group="output")
+    keep_weights: int = flag(0, help="Step weights (<name>-step<N>.safetensors, written every --save-every steps) "
+                                     "kept on disk, the newest (0 = all; the final weights are always kept).",
+                             group="output")
     resume: Optional[str] = flag(None, help="Continue a run: a state file, or 'latest' for the newest state in "
                                             "<output>/states.", group="output", metavar="FILE|latest")
     log_every: int = flag(10, help="Write a train_log.jsonl line every K steps.", group="output")
@@ -174,7 +177,7 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise TrainingConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
-        for name in ("save_every", "sample_every", "warmup_steps", "cache_memory_mb"):
+        for name in ("save_every", "sample_every", "warmup_steps", "cache_memory_mb", "keep_weights"):
             if getattr(self, name) < 0:
                 raise TrainingConfigError(f"--{_flag(name)} must be 0 or more, got {getattr(self, name)!r}")
         if self.resolution is not None and self.resolution % 8:
@@ -265,8 +268,8 @@ STRUCTURAL_FIELDS = ("num_tokens", "encoder_width", "encoder_depth", "encoder_he
                      "encoder_ff_mult", "resolution", "batch_size", "grad_accum", "seed", "reference", "optimizer")
 # Fields that only say where things go or how they are reported: never compared on resume.
 REPORTING_FIELDS = ("output", "comfyui", "cpu", "extra_module", "cache_dir", "cache_memory_mb", "cache", "resume",
-                    "log_every", "log_with", "validation_data", "validate_every",
-                    "progress_bar", "save_every", "keep_states", "sample_every", "sample_prompts", "sample_count",
+                    "log_every", "log_with", "validation_data", "validate_every", "progress_bar", "save_every",
+                    "keep_states", "keep_weights", "sample_every", "sample_prompts", "sample_count",
                     "sample_steps", "sample_cfg", "sample_sampler", "sample_scheduler", "sample_seed", "name")
 
 
@@ -281,9 +284,9 @@ def build_parser(prog: str = "nested-attention-train") -> argparse.ArgumentParse
                     "frozen ComfyUI checkpoint; the output loads with the 'Nested Attention Loader' node. Several "
                     "GPUs: torchrun --nproc_per_node N -m nested_attention.training ...",
         epilog="Stopping a run: Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes the weights and the "
-               "training state, and stops; continue with --resume latest. Saving can take a while on a large "
-               "model: a second Ctrl-C exits at once without saving (the run then continues from the last state "
-               "written by --save-every). One --output holds one run at a time (a lock file, "
+               "training state, and stops (exit code 128 + the signal's number: 143 for SIGTERM, 130 for Ctrl-C); "
+               "continue with --resume latest. Saving can take a while on a large model: a second Ctrl-C exits at "
+               "once without saving (the run then continues from the last state written by --save-every). One --output holds one run at a time (a lock file, "
                "<output>/.train.lock): a second run into it stops at once, naming the PID that holds it.")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(TrainConfig):

@@ -16,3 +16,8 @@ class ResumeError(NestedAttentionError):
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good state was kept."""
+
+
+class OutputWriteError(NestedAttentionError):
+    """A file cannot be written into the output folder (a full disk, a failing file system); the previous files
+    are kept whole."""

@@ -24,6 +24,14 @@ from .data import TargetCrop, TrainImage, reference_pixels, target_crop, target_
 FEATURE_DTYPE = torch.float16
 
 
+def literal_text(text: str) -> str:
+    """``text`` escaped so that the host tokenizer reads it as it is written: ComfyUI's prompt weighting, ``(dog:1.2)``
+    and ``(dog)`` (x1.1), does not apply to what the trainer encodes (captions, sample prompts); parentheses and
+    numbers are words like any other, as captions are read by other trainers (kohya's without
+    --weighted_captions, diffusers')."""
+    return text.replace("(", "\\(").replace(")", "\\)")
+
+
 @dataclass(frozen=True)
 class TextFeatures:
     cond: torch.Tensor  # [1, L, context_dim]
@@ -90,6 +98,7 @@ class FeatureStore:
         return LatentFeatures(tensors["latent"].float(), mask.float() if mask is not None else None, crop)
 
     def text(self, text: str) -> TextFeatures:
+        text = literal_text(text)  # (before the key: an entry made with weighting is never read for it)
         key = feature_key("text", self.checkpoint_id, text)
         found = self.cache.load("text", key)
         if found is None:

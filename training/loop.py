@@ -3,8 +3,9 @@
 One optimizer step = ``grad_accum`` micro-batches per process; gradients averaged over processes;
 clipped; AdamW; the schedule. Every ``save_every`` steps (and at the end, and on SIGINT/SIGTERM) rank 0
 writes the weights and the whole training state; every ``sample_every`` steps a sample grid. A NaN or
-infinite loss, gradient norm or parameter stops the run with ``TrainingDivergedError``. Nothing is saved
-then: the parameters that made a NaN loss or gradient are not good, however finite (a too large step
+infinite loss, gradient norm or parameter stops the run with ``TrainingDivergedError``; so do finite
+parameters whose loss is not (checked before anything is written from them, the last step too). Nothing is
+saved then: the parameters that made a NaN loss or gradient are not good, however finite (a too large step
 leaves them at 1e30, and the NaN only shows one step later); a state written from them is renamed
 ``*.diverged``, and the error names the newest good state left. No state with non-finite parameters is
 ever written.
@@ -16,7 +17,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -29,11 +30,12 @@ from .errors import TrainingDivergedError
 from .logbook import Logbook
 from .validation import ReferenceGap
 from .optim import apply_hyperparameters, clip_gradients
+from .outputfiles import prune_step_weights, remove_stale_temp_files, tensor_bytes, writing
 from .outputlock import hold_output
 from .samples import render_grid, sample_prompts
 from .session import TrainingSession
-from .state import (capture_rng, check_compatible, latest_state, load_state, prune_states, restore_rng, save_state,
-                    seed_everything, state_path)
+from .state import (capture_rng, check_compatible, check_processes, latest_state, load_state, prune_states,
+                    restore_rng, save_state, seed_everything, state_path)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class TrainResult:
     weights: Optional[Path]  # the last weights written (None on ranks other than 0)
     step: int  # optimizer steps done
     status: str  # "finished" | "stopped"
+    signal: Optional[str] = None  # what stopped it ("SIGTERM", "SIGINT"), when stopped
 
 
 class StopSignals:
@@ -143,6 +146,25 @@ def checked_optimizer_step(session: TrainingSession, step: int) -> tuple[float, 
     return mean_loss, float(grad_norm), epoch, None
 
 
+def parameters_usable(session: TrainingSession, step: int) -> bool:
+    """Whether the parameters after step ``step`` give a finite loss, on every process: checked before anything
+    is written from them. A finite update can still leave them unusable (``--lr 1e6`` puts them near 1e6, and the
+    next forward pass is NaN); during training the next step's loss shows it, but after the last step, or before
+    a save, nothing else would. One forward pass without gradients on the rows of the step just done (features
+    cached), every row with its subject (a row whose subject is dropped does not depend on the encoder); the
+    random generators are left as they were, so a run with more checks trains exactly like one with fewer."""
+    cfg = session.config
+    _, plans = plans_for(session, step * cfg.grad_accum - 1)
+    plans = [replace(plan, drop="none") for plan in plans]
+    rng = capture_rng()
+    try:
+        with torch.no_grad(), scope("usable_check"):
+            finite = bool(torch.isfinite(micro_batch_loss(session, plans)))
+    finally:
+        restore_rng(rng)
+    return not any_rank(not finite, session.dist, session.device)
+
+
 def parameters_finite(parameters) -> bool:
     """Whether every parameter is finite. One sum per tensor says so without a copy (a NaN or an
     infinity makes the sum NaN or infinite); only when a sum is not finite, which a finite tensor
@@ -162,6 +184,7 @@ def resume(session: TrainingSession, logbook_events: list) -> int:
         return 0
     state = load_state(path)
     check_compatible(path, state, cfg.to_json(), session.identity)
+    check_processes(path, state, session.dist.world_size)
     session.encoder.load_state_dict(state["encoder"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
@@ -183,14 +206,22 @@ def save(session: TrainingSession, step: int, epoch: int, final: bool = False) -
     if session.dist.is_main:
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         weights = cfg.output_dir / (f"{cfg.name}.safetensors" if final else f"{cfg.name}-step{step:07d}.safetensors")
-        session.save_weights(weights)
-        save_state(state_path(cfg.states_dir, step), {
-            "step": step, "epoch": epoch, "micro_batches_done": step * cfg.grad_accum,
-            "encoder": session.encoder.state_dict(), "optimizer": session.optimizer.state_dict(),
-            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
-            "rng": capture_rng(), "config": cfg.to_json(), "identity": session.identity,
-            "world_size": session.dist.world_size})
+        kept = latest_state(cfg.states_dir)
+        advice = (f"free some space there (--keep-states and --keep-weights keep fewer files) or move it, then "
+                  f"continue with --resume {kept if kept else 'latest'}" + ("" if kept else " (no state was written "
+                                                                               "yet: the run starts again)"))
+        with writing(weights, tensor_bytes(session.encoder.state_dict()), "the weights", advice):
+            session.save_weights(weights)
+        payload = {"step": step, "epoch": epoch, "micro_batches_done": step * cfg.grad_accum,
+                   "encoder": session.encoder.state_dict(), "optimizer": session.optimizer.state_dict(),
+                   "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
+                   "rng": capture_rng(), "config": cfg.to_json(), "identity": session.identity,
+                   "world_size": session.dist.world_size}
+        path = state_path(cfg.states_dir, step)
+        with writing(path, tensor_bytes(payload), "the training state", advice):
+            save_state(path, payload)
         prune_states(cfg.states_dir, cfg.keep_states)
+        prune_step_weights(cfg.output_dir, cfg.name, cfg.keep_weights)
     barrier(session.dist)
     return weights if session.dist.is_main else None
 
@@ -211,7 +242,9 @@ def diverged(session: TrainingSession, step: int, problem: str, logbook: Logbook
     barrier(session.dist)
     kept = latest_state(cfg.states_dir)
     what = {"loss": "the loss became NaN or infinite", "gradients": "the gradients became NaN or infinite",
-            "parameters": "the parameters became NaN or infinite (from finite gradients: the step was too large)"}
+            "parameters": "the parameters became NaN or infinite (from finite gradients: the step was too large)",
+            "update": "the parameters became unusable (finite, but the loss they give is NaN or infinite: the step "
+                      "was too large; nothing was written from them)"}
     message = f"training diverged: {what[problem]} at step {step + 1}"
     if set_aside:
         message += (f"; {' and '.join(set_aside)}, written after step {step}, led to it and "
@@ -232,13 +265,15 @@ def diverged(session: TrainingSession, step: int, problem: str, logbook: Logbook
 def train(session: TrainingSession) -> TrainResult:
     """Train to --max-steps (or a stop signal), holding the output folder for the whole run: a second run into
     the same --output stops at once (outputlock.py)."""
-    with hold_output(session.config.output_dir, session.dist, session.device):
+    with hold_output(session.config, session.dist, session.device):
         return run(session)
 
 
 def run(session: TrainingSession) -> TrainResult:
     cfg, dist = session.config, session.dist
     events: list = []
+    if dist.is_main:  # what runs killed while writing left (this run holds the folder)
+        remove_stale_temp_files(cfg.output_dir, cfg.states_dir)
     seed_everything(cfg.seed, dist.rank)
     start = resume(session, events) if cfg.resume else 0
     name = "nested attention" if session.method.name == "nested" else f"{session.method.name} (baseline)"
@@ -270,6 +305,11 @@ def run(session: TrainingSession) -> TrainResult:
                 logbook.step(step, epoch, loss, lr, grad_norm, samples_per_step / elapsed,
                              write=step % cfg.log_every == 0 or step == cfg.max_steps or step == start + 1)
                 stopping = any_rank(stop.requested is not None, dist, session.device)
+                writes = (step == cfg.max_steps or stopping or bool(cfg.save_every and step % cfg.save_every == 0)
+                          or bool(cfg.validation_data and (step % cfg.validate_every == 0 or step == start + 1))
+                          or bool(cfg.sample_every and step % cfg.sample_every == 0))  # alike on every rank
+                if writes and not parameters_usable(session, step):  # the last step too: no next step shows it
+                    raise diverged(session, step - 1, "update", logbook)
                 if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps and not stopping:
                     weights = save(session, step, epoch)
                     logbook.event("save", step=step, weights=str(weights))
@@ -283,7 +323,7 @@ def run(session: TrainingSession) -> TrainResult:
                     weights, status = save(session, step, epoch), "stopped"
                     logbook.event("stop", step=step, signal=stop.requested, weights=str(weights))
                     log.warning("stopped at step %d; continue with --resume latest", step)
-                    return TrainResult(weights, step, status)
+                    return TrainResult(weights, step, status, stop.requested)
             weights = save(session, step, epoch, final=True)
             logbook.event("end", step=step, weights=str(weights))
             return TrainResult(weights, step, status)

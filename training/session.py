@@ -21,7 +21,7 @@ from ..nodes import host
 from .config import TrainConfig
 from .data import TrainingData, describe_subjects, scan_data_folder
 from .dist import DataOrder, DistContext, broadcast_module
-from .features import FeatureStore, HostEncoders
+from .features import FeatureStore, HostEncoders, literal_text
 from .logbook import require_tensorboard
 from .method import NESTED_TRAINING
 from .base_models import BaseModels, build_encoder, load_base_models
@@ -85,8 +85,15 @@ def open_session(config: TrainConfig, dist: Optional[DistContext] = None,
     models = models or load_base_models(config)
     config = config.resolved(models.model_family)
 
-    data = scan_data_folder(config.data, word_matcher(models.clip), config.words_path, config.default_word,
-                            config.skip_unusable_images)
+    has_word = word_matcher(models.clip)
+    data = scan_data_folder(config.data, lambda text, word: has_word(literal_text(text), word), config.words_path,
+                            config.default_word, config.skip_unusable_images)
+    weighted = [image for image in data.images if "(" in image.caption or ")" in image.caption]
+    if weighted:
+        log.info("%d caption(s) hold parentheses (e.g. %s: %r): captions are read literally, so ComfyUI's prompt "
+                 "weighting such as (dog:1.2) does not apply in training; the parentheses and numbers are trained as "
+                 "text (remove them from the captions if they are not meant as text)", len(weighted),
+                 weighted[0].path.with_suffix(".txt").name, weighted[0].caption)
     describe_subjects(data, config.reference, config.augment_views)
     encoders = HostEncoders(models.clip, models.vae, models.clip_vision)
     checkpoint_id, clip_vision_id = file_identity(models.checkpoint), file_identity(models.clip_vision_path)

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..nested_attention_core.files import new_file_mode
 from ..nested_attention_core.methods import NESTED
 from .config import RENAMED_FIELDS, REPORTING_FIELDS, STRUCTURAL_FIELDS
 from .errors import ResumeError
@@ -88,7 +89,9 @@ def save_state(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share it
     try:
-        torch.save({"version": STATE_VERSION, **payload}, tmp)
+        with open(tmp, "wb") as f:  # closed here even when torch.save fails: its writer's traceback holds no space
+            torch.save({"version": STATE_VERSION, **payload}, f)
+        os.chmod(tmp, new_file_mode())  # as any new file, whatever mode the writer created it with
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -133,3 +136,23 @@ def check_compatible(path: Path, state: dict, config_json: str, identity: dict) 
     if applied:  # each of them is read from the config again, or set into the loaded optimizer (loop.resume)
         log.warning("resuming %s with changed %s; the run continues with the new values", path,
                     ", ".join("--" + k.replace("_", "-") for k in applied))
+
+
+def check_processes(path: Path, state: dict, world_size: int) -> None:
+    """Raise ResumeError if the state was written by another number of processes: the global batch (and the rows
+    of every step) would change, as with another --batch-size. States that do not record it are taken as is."""
+    then = state.get("world_size")
+    if then is None or int(then) == world_size:
+        return
+    config = json.loads(state["config"])
+    batch, accum = config.get("batch_size"), config.get("grad_accum")
+
+    def processes(n: int) -> str:
+        return f"{n} process{'es' if n > 1 else ''}"
+
+    how = f"torchrun with {processes(then)} in all" if then > 1 else "one process, without torchrun"
+    raise ResumeError(f"--resume {path} was written by {processes(then)} (global batch {batch * accum * then} = "
+                      f"--batch-size {batch} x --grad-accum {accum} x {processes(then)}); this run has "
+                      f"{processes(world_size)}, which changes the global batch and the rows of every step. It "
+                      f"resumes exactly with {how} and the same --batch-size {batch} --grad-accum {accum}; or start "
+                      "a new --output")

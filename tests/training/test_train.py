@@ -237,9 +237,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(train
     calls = []
 
     def nan_at_third_step(session, plans):
-        calls.append(1)
+        if torch.is_grad_enabled():  # a training micro-batch (the check before a save runs without gradients)
+            calls.append(1)
         loss = original(session, plans)
-        return loss * float("nan") if len(calls) == 3 else loss
+        return loss * float("nan") if len(calls) == 3 and torch.is_grad_enabled() else loss
 
     monkeypatch.setattr(loop, "micro_batch_loss", nan_at_third_step)
     out = tmp_path / "out"
@@ -431,3 +432,52 @@ def test_two_nodes_of_one_process_train_like_one_node_of_two(training, helpers, 
         torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-6, msg=key)
     one_log = [r["loss"] for r in read_log(tmp_path / "one" / "train_log.jsonl") if "loss" in r]
     assert [r["loss"] for r in log if "loss" in r] == pytest.approx(one_log, abs=1e-6)
+
+
+def test_a_run_stopped_by_sigterm_exits_143_and_a_finished_one_0(training, helpers, tiny_models, tmp_path,
+                                                                 comfy_root, monkeypatch):
+    """SIGTERM saves and stops, and the command ended with 0 as if it had finished. Measures the command's exit
+    code (cli.main, in this process): 128 + 15 for a run SIGTERM stopped at step 3 of 10, 0 for a finished run."""
+    from nested_attention.training import cli, loop
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    original = loop.plans_for
+
+    def plans_then_sigterm(session, micro_index):
+        if micro_index == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during step 3
+        return original(session, micro_index)
+
+    monkeypatch.setattr(loop, "plans_for", plans_then_sigterm)
+    args = helpers.cli_args(tiny_models, comfy_root, data, tmp_path / "stopped", max_steps=10, cache=False)
+    assert cli.main([*args, "--cpu"]) == 143
+    assert read_log(tmp_path / "stopped" / "train_log.jsonl")[-1]["event"] == "stop"
+    monkeypatch.setattr(loop, "plans_for", original)
+    args = helpers.cli_args(tiny_models, comfy_root, data, tmp_path / "finished", max_steps=2, cache=False)
+    assert cli.main([*args, "--cpu"]) == 0
+
+
+def test_a_state_of_two_processes_is_not_resumed_by_one(training, sdxl_models, helpers, tiny_models, tmp_path):
+    """A state written by 2 processes (batch 2 each: global batch 4) resumed in 1 process silently trained on a
+    global batch of 2, while a changed --batch-size is refused. Measures: resuming such a state (the state of a
+    one-process run with the world size a 2-process run records) raises ResumeError naming both process counts
+    and the combination that resumes exactly; the same state with its own world size resumes."""
+    from nested_attention.training import loop
+    from nested_attention.training.errors import ResumeError
+    from nested_attention.training.session import open_session
+    from nested_attention.training.state import latest_state, load_state, save_state
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=1, cache=False), models=sdxl_models))
+    path = latest_state(out / "states")
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=2, cache=False, resume="latest"),
+                           models=sdxl_models)
+    assert loop.resume(session, []) == 1
+    state = load_state(path)
+    state.pop("version")
+    save_state(path, {**state, "world_size": 2})
+    with pytest.raises(ResumeError, match=r"written by 2 processes \(global batch 4 = --batch-size 2 x --grad-accum 1 "
+                                          r"x 2 processes\); this run has 1 process, .*resumes exactly with torchrun "
+                                          r"with 2 processes in all and the same --batch-size 2 --grad-accum 1"):
+        loop.resume(session, [])

@@ -1,0 +1,115 @@
+"""What a run writes into its output folder: a full disk as one clear error with the last good state kept and no temp
+file left, --keep-weights, and temp files of killed runs removed at start."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) -> a folder on a real tmpfs of that size (a full disk for real); needs root, else skipped."""
+    mounted = []
+
+    def mount(size: str):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("a small real file system needs root (mount -t tmpfs)")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode()[:200]}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("size, failing, kept_step", [
+    ("8M", "the training state state-0000002.pt", 1), ("1M", "the weights nested_attention_sdxl_tiny-step0000001", None),
+    ("16k", "the feature-cache entry", None)])
+def test_a_full_disk_stops_with_the_folder_and_its_free_space_and_keeps_the_last_good_state(
+        training, sdxl_models, helpers, tiny_models, tmp_path, small_disk, size, failing, kept_step):
+    """On a real tmpfs of 8 MiB the step-1 weights and state fit and the step-2 state does not; on 1 MiB not even the
+    step-1 weights do; on 16 KiB with the feature cache in the output folder, a text feature (24 KB) does not.
+    They ended in torch's "[enforce fail at inline_container.cc:672] . unexpected pos" and raw safetensors
+    tracebacks. Measures: OutputWriteError naming the file, the folder, "the disk is full" and the MiB free there;
+    the step-1 state still loads with finite weights (8 MiB); no *.tmp file anywhere."""
+    from nested_attention.training import loop
+    from nested_attention.training.errors import OutputWriteError
+    from nested_attention.training.session import open_session
+    from nested_attention.training.state import latest_state, load_state
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = small_disk(size) / "run"
+    cache = size == "16k"
+    session = open_session(helpers.tiny_config(tiny_models, data, out, max_steps=4, save_every=1, cache=cache),
+                           models=sdxl_models)
+    with pytest.raises(OutputWriteError) as caught:
+        loop.train(session)
+    message = str(caught.value)
+    folder = out / "states" if kept_step else out / "feature_cache" if cache else out
+    assert f"cannot write {failing}" in message and f"into {folder}" in message, message
+    assert ": the disk is full (" in message and " MiB free there, the file needs about " in message, message
+    assert "--resume" in message and (not cache or "--cache-dir" in message), message
+    assert not [p for p in out.rglob("*.tmp")], sorted(out.rglob("*"))
+    if kept_step is None:
+        assert latest_state(out / "states") is None
+        return
+    kept = latest_state(out / "states")
+    assert kept == out / "states" / f"state-{kept_step:07d}.pt" and f"--resume {kept}" in message, message
+    state = load_state(kept)
+    assert state["step"] == kept_step and all(torch.isfinite(t).all() for t in state["encoder"].values())
+
+
+def test_keep_weights_keeps_the_newest_step_weights(training, sdxl_models, helpers, tiny_models, tmp_path):
+    """Step weights were never pruned. Measures the weights files after 5 steps saved every step with
+    --keep-weights 2: the step weights of steps 3 and 4 and the final weights, nothing else."""
+    from nested_attention.training import loop
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=5, save_every=1, keep_weights=2,
+                                                cache=False), models=sdxl_models))
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "nested_attention_sdxl_tiny-step0000003.safetensors", "nested_attention_sdxl_tiny-step0000004.safetensors",
+        "nested_attention_sdxl_tiny.safetensors"]
+
+
+def test_temp_files_of_killed_runs_are_removed_at_start(training, sdxl_models, helpers, tiny_models, tmp_path,
+                                                        caplog):
+    """A SIGKILL while a state is written leaves state-N.pt.<pid>.tmp (GBs on SDXL) for ever. Measures, after a run
+    into that folder: the temp files of a process that no longer runs are gone (states/ and the output folder, with
+    a warning naming them), one of a running process is left alone."""
+    from nested_attention.training import loop
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    out = tmp_path / "out"
+    (out / "states").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        stale = [out / "states" / f"state-0000003.pt.{dead.pid}.tmp",
+                 out / f"nested_attention_sdxl_tiny-step0000003.safetensors.{dead.pid}.tmp"]
+        busy = out / "states" / f"state-0000003.pt.{alive.pid}.tmp"
+        for path in (*stale, busy):
+            path.write_bytes(b"half a state")
+        caplog.set_level(logging.WARNING, logger="nested_attention.training")
+        loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=1, cache=False),
+                                models=sdxl_models))
+        assert not any(p.exists() for p in stale) and busy.exists()
+        assert all(str(p) in caplog.text for p in stale) and str(busy) not in caplog.text, caplog.text
+    finally:
+        alive.kill()
+        alive.wait()
