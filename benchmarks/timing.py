@@ -21,6 +21,9 @@ def add_timing_arguments(parser, repeats: int, unit: str) -> None:
                         help=f"re-run one of the {unit} when other processes used more CPUs than this meanwhile")
     parser.add_argument("--retry-budget", type=float, default=300.0,
                         help=f"seconds spent at most on such re-runs; later {unit} are kept whatever the load")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU time, not wall time: steadier on a busy shared machine "
+                             "(with --threads 1: with more threads, waits for a descheduled thread are not counted)")
 
 
 def machine(threads: int) -> str:
@@ -86,8 +89,9 @@ class LoadGuard:
         return True
 
 
-def interleaved(fns, repeats: int, warmup: int, guard: LoadGuard) -> list[tuple[float, ...]]:
-    """``repeats`` rounds of seconds per call, one per function, in the order of ``fns``.
+def interleaved(fns, repeats: int, warmup: int, guard: LoadGuard, clock=time.perf_counter) -> list[tuple[float, ...]]:
+    """``repeats`` rounds of seconds per call (by ``clock``: wall time, or ``time.process_time``), one per
+    function, in the order of ``fns``.
 
     Each round runs every function once back to back, the order rotated from round to round; a run
     repeats a short call until it lasts MIN_RUN_S (timed per call), so that the load guard has
@@ -96,19 +100,19 @@ def interleaved(fns, repeats: int, warmup: int, guard: LoadGuard) -> list[tuple[
     for _ in range(max(warmup, 1)):
         for fn in fns:
             fn()
-    start = time.perf_counter()
+    start = clock()
     fns[0]()
-    calls = max(1, math.ceil(MIN_RUN_S / (time.perf_counter() - start)))
+    calls = max(1, math.ceil(MIN_RUN_S / (clock() - start)))
     rounds = []
     while len(rounds) < repeats:
         times = [0.0] * len(fns)
         guard.start()
         shift = len(rounds) % len(fns)
         for index in list(range(len(fns)))[shift:] + list(range(len(fns)))[:shift]:
-            start = time.perf_counter()
+            start = clock()
             for _ in range(calls):
                 fns[index]()
-            times[index] = (time.perf_counter() - start) / calls
+            times[index] = (clock() - start) / calls
         if guard.clean():
             rounds.append(tuple(times))
     return rounds

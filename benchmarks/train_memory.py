@@ -136,7 +136,7 @@ def fit(points: list[tuple[int, float]]):
     """Least squares peak = a + b * pixels; (a, b, largest residual)."""
     xs = [r * r for r, _ in points]
     ys = [y for _, y in points]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     a = my - b * mx
     return a, b, max(abs(y - (a + b * x)) for x, y in zip(xs, ys))

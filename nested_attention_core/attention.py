@@ -8,18 +8,23 @@ value is replaced by a query-dependent value computed from the subject's nested 
 
 ``lambda`` (the subject's strength, ``special_token_weight`` in the official code) scales the subject
 column of the outer attention without renormalising it; lambda = 1 is the paper's mechanism. A word
-of several BPE tokens replaces each of its tokens. Since out = P V + correction, the correction is
-added to a plain attention output computed by whoever owns the layer (the host's own attention, or
-another pack's patch): rows without any subject token are returned untouched, bit for bit.
+of several BPE tokens replaces each of its tokens. Since out = P V + correction, the correction can
+be added to a plain attention output computed by whoever owns the layer (another pack's patch:
+``add_nested_values``): rows without any subject token are returned untouched, bit for bit. Where
+the caller owns the plain attention, ``nested_attention`` gives the rows without a subject to the
+caller's attention function alone and computes the others in one pass (``nested_rows``): the layer
+then costs its plain attention plus the nested attention and the subject columns, nothing more.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+
+from .profiling import scope
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,70 @@ def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
     return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
 
 
-def nested_attention(q, k, v, heads: int, subjects: list[SubjectAttention]) -> torch.Tensor:
-    """Cross-attention with nested subject values. Shapes as in :func:`plain_attention`."""
-    return add_nested_values(plain_attention(q, k, v, heads), q, k, v, heads, subjects)
+def nested_attention(q, k, v, heads: int, subjects: Sequence[SubjectAttention], plain=plain_attention) -> torch.Tensor:
+    """Cross-attention with nested subject values, for a caller that owns the layer's plain attention.
+
+    Shapes as in :func:`plain_attention`. Rows holding no subject token are ``plain(q, k, v, heads)``
+    of those rows alone (the host passes its own attention function: bit for bit what the layer
+    computes unpatched, as long as that function treats batch rows independently, as attention
+    does), and so are rows whose subjects' query masks are 0 everywhere; rows holding one are
+    computed by :func:`nested_rows`, so each row's plain attention runs once and the method adds only
+    the nested attention and the subject columns (queries outside a region there: equal up to rounding).
+    """
+    active = [s for s in map(_acting, subjects) if bool(s.token_mask.any())]
+    if not active:
+        return plain(q, k, v, heads)
+    rows = subject_rows(active)
+    holds = torch.zeros(q.shape[0], dtype=torch.bool, device=rows.device).index_fill_(0, rows, True)
+    others = (~holds).nonzero().squeeze(1)
+    run = _contiguous(rows)
+    take = (lambda t: t[run]) if run is not None else (lambda t: t[rows])
+    with scope("rule"):  # the profiler's part for the method (here with the plain attention of these rows)
+        corrected = nested_rows(take(q), take(k), take(v), heads,
+                                [replace(s, token_mask=take(s.token_mask), query_mask=_rows_of(s.query_mask, rows),
+                                         nested_keys=_rows_of(s.nested_keys, rows),
+                                         nested_values=_rows_of(s.nested_values, rows)) for s in active])
+    if others.shape[0] == 0:
+        return corrected
+    rest = _contiguous(others)
+    pick = (lambda t: t[rest]) if rest is not None else (lambda t: t[others])
+    base = plain(pick(q), pick(k), pick(v), heads)  # [b - r, n_q, h*d], the rows without a subject
+    if run is not None:
+        return torch.cat([base[:run.start], corrected, base[run.start:]])
+    return corrected.new_empty(q.shape[0], *corrected.shape[1:]).index_copy(0, rows, corrected).index_copy(
+        0, others, base.to(corrected.dtype))
+
+
+def nested_rows(q, k, v, heads: int, subjects: Sequence[SubjectAttention]) -> torch.Tensor:
+    """Nested attention of rows that all hold some subject token: [r, n_q, h*d] for q [r, n_q, h*d].
+
+    The outer softmax P over the text is formed once and serves twice: P V_0, with V_0 the text
+    values whose subject-token rows are set to 0, and its subject columns P_qj. Then per subject
+    out_q += m_q lambda P_qT v*_q (v*_q by a fused attention over the nested keys/values), and
+    (1 - m_q) sum_{j in T} P_qj v_j where a query mask keeps the original value. Exact: with m = 1,
+    sum_{j not in T} P_qj v_j + lambda P_qT v*_q is out_q of the module docstring, term for term.
+    Subject tensors are per row of q here, or shared (leading dim 1). P and the sums are float32
+    whatever the input precision.
+    """
+    qh, kh, vh = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    compute = torch.promote_types(qh.dtype, torch.float32)
+    token_masks = torch.stack([s.token_mask for s in subjects])  # [s, r, n_k] bool
+    cols = token_masks.any((0, 1)).nonzero().squeeze(1)  # positions of any subject's tokens [c]
+    probs = (qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5).softmax(-1, dtype=compute)  # P [r, h, n_q, n_k]
+    out = probs @ vh.masked_fill(token_masks.any(0)[:, None, :, None], 0).to(compute)  # [r, h, n_q, d]
+    columns = probs[..., cols]  # P_qj, j in cols [r, h, n_q, c]
+    for s, token_mask in zip(subjects, token_masks):
+        in_subject = token_mask[:, cols].to(compute)[:, None, None, :]  # [r, 1, 1, c]
+        share = (columns * in_subject).sum(-1, keepdim=True) * s.strength  # lambda P_qT [r, h, n_q, 1]
+        if s.query_mask is not None:
+            query_mask = s.query_mask.to(compute)[:, None, :, None]  # [r or 1, 1, n_q, 1]
+            share = share * query_mask
+            out = out + (columns * in_subject * (1 - query_mask)) @ vh[:, :, cols].to(compute)
+        nested_k, nested_v = (rearrange(t.expand(qh.shape[0], *t.shape[1:]), "b m (h d) -> b h m d", h=heads)
+                              .to(qh.dtype) for t in (s.nested_keys, s.nested_values))
+        nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q [r, h, n_q, d]
+        out = torch.addcmul(out, nested_value.to(compute), share)
+    return rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
 
 
 def add_nested_values(base, q, k, v, heads: int, subjects: list[SubjectAttention]) -> torch.Tensor:
@@ -141,6 +207,18 @@ def _softmax_times(qh: torch.Tensor, kh: torch.Tensor, selection: torch.Tensor) 
     and backward at SD1.5's and SDXL's attn2 shapes (2-core CPU, fp32).
     """
     return outer_attention(qh, kh) @ selection[:, None].to(qh.dtype)
+
+
+def _acting(s: SubjectAttention) -> SubjectAttention:
+    """The subject without the rows its query mask leaves out entirely (they keep the plain attention, bit for bit)."""
+    if s.query_mask is None:
+        return s
+    return replace(s, token_mask=s.token_mask & s.query_mask.ne(0).any(-1)[:, None])
+
+
+def _rows_of(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    """A per-row tensor's given rows (one shared for all rows, leading dim 1, stays as it is)."""
+    return t if t is None or t.shape[0] == 1 else t[rows]
 
 
 def _contiguous(rows: torch.Tensor) -> slice | None:

@@ -13,22 +13,29 @@ the host's own attention), plus the step's prompts (``step.StepPrompts``). The p
 plain output and adds the nested-value correction on the positive rows whose prompt holds a subject
 word. The cond/uncond batch stays whole. Chained subjects share one patch per layer, so the outer
 softmax is computed once.
+
+Where the pack owns the layer's plain attention (no other pack's patch or attention override there,
+no attention of the layer's own) and the first rule is nested attention, the rows without a subject
+word go alone through the host's attention and the rows with one through the core's fused
+``nested_attention``: the plain attention runs once per row, not twice. A layer that carries its own
+attention (ComfyUI 0.38's ``comfy_attention``, e.g. from an int8-attention checkpoint) gets it for
+its plain attention, as it does unpatched.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ...nested_attention_core.attention import SubjectAttention
+from ...nested_attention_core.attention import SubjectAttention, nested_attention
 from ...nested_attention_core.errors import NestedAttentionError, SubjectWordError
 from ...nested_attention_core.prompt import trimmed_pieces, word_pieces
 from ...nested_attention_core.layers import LayerSpec
 from ...nested_attention_core.methods import method_named
 from ...nested_attention_core.profiling import scope
-from ...nested_attention_core.rules import rule_named
+from ...nested_attention_core.rules import NESTED_RULE, rule_named
 from ...nested_attention_core.subject import NestedSubject
 from .binding import Binding, SubjectBinding
-from .model import check_fits_model, model_layers
+from .model import attention_modules, check_fits_model, model_layers
 from .step import STEP_KEY, StepPrompts, check_subject_words, mark_negative, step_prompts, subject_name
 
 SUBJECTS_KEY = "nested_attention_subjects"  # transformer options: AppliedSubjects
@@ -42,6 +49,7 @@ class AppliedSubjects:
 
     layers: tuple[LayerSpec, ...]
     bindings: tuple = ()
+    layer_attention: tuple = ()  # (layer id, the layer's own attention: ComfyUI 0.38's comfy_attention), if any
 
     def __deepcopy__(self, memo):
         return self  # immutable; ModelPatcher.clone deep-copies model options
@@ -51,32 +59,66 @@ class AppliedSubjects:
         return tuple(b.word for b in self.bindings)
 
 
-def host_attention(q, k, v, extra):
-    """The host's own attention, called exactly as an unpatched attn2 layer calls it."""
+def host_attention(q, k, v, extra, layer_attention=None):
+    """The host's own attention, called exactly as an unpatched attn2 layer calls it.
+
+    ``layer_attention`` is the layer's own (``comfy_attention`` of ComfyUI 0.38, passed there as
+    ``preferred_attention``): its ``function``, when set, runs unless an attention override in the
+    transformer options comes first, the order of 0.38's ``wrap_attn``. On 0.3.75 layers have none.
+    """
     from comfy.ldm.modules import attention
 
-    return attention.optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"),
-                                         transformer_options=extra)
+    own = getattr(layer_attention, "function", None)
+    function = own if own is not None and OVERRIDE_KEY not in extra else attention.optimized_attention
+    return function(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"), transformer_options=extra)
+
+
+OVERRIDE_KEY = "optimized_attention_override"  # transformer options: another pack's attention for every layer
 
 
 class NestedAttentionPatch:
     """attn2 replace of one layer: the layer's plain attention plus the nested-value correction."""
 
-    def __init__(self, layer_id: str, bindings: tuple, previous=None):
+    def __init__(self, layer_id: str, bindings: tuple, previous=None, layer_attention=None):
         self.layer_id = layer_id
         self.bindings = bindings
         self.previous = previous  # what the host would call in this layer (another pack's patch), wrapped
+        self.layer_attention = layer_attention  # the layer's own attention (ComfyUI 0.38), or None
+
+    def plain(self, q, k, v, extra):
+        """What the layer computes unpatched: the other pack's patch, else the host's attention."""
+        if self.previous is not None:
+            return self.previous(q, k, v, extra)
+        return host_attention(q, k, v, extra, self.layer_attention)
+
+    def owns_attention(self, extra) -> bool:
+        """Whether the plain attention is the host's default one, so that the core may run it for some rows."""
+        return (self.previous is None and OVERRIDE_KEY not in extra and RECORDER_KEY not in extra
+                and getattr(self.layer_attention, "function", None) is None)
 
     def __call__(self, q, k, v, extra):
-        base = self.previous(q, k, v, extra) if self.previous is not None else host_attention(q, k, v, extra)
         step = extra.get(STEP_KEY)
         if step is None:
-            return base
+            return self.plain(q, k, v, extra)
         with scope("patch"):  # the host-side work of the layer around the rules
-            return self._with_subjects(base, q, k, v, extra, step)
+            by_rule, applied, grid = self._subjects(q, k, extra, step)
+        groups = list(by_rule.items())
+        if groups and groups[0][0] == NESTED_RULE and self.owns_attention(extra):
+            # the rows without a subject through the host's attention, on those rows alone; the core marks the rest "rule"
+            base, out = None, nested_attention(q, k, v, extra["n_heads"], groups.pop(0)[1],
+                                               plain=lambda q, k, v, heads: host_attention(q, k, v, extra))
+        else:
+            base = out = self.plain(q, k, v, extra)
+        for rule, subjects in groups:
+            with scope("rule"):
+                out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
+        recorder = extra.get(RECORDER_KEY)  # set only by the Preview node's probe run (which keeps base): no cost otherwise
+        if recorder is not None and applied:
+            recorder.record(self.layer_id, extra, grid, q, k, v, base, applied)
+        return out
 
-    def _with_subjects(self, base, q, k, v, extra, step):
-        """``base`` with the active bindings' subjects applied, grouped by rule, in the bindings' order."""
+    def _subjects(self, q, k, extra, step):
+        """The active bindings' subjects grouped by rule, in the bindings' order; (binding, subject) pairs; the grid."""
         by_rule: dict[str, list[SubjectAttention]] = {}  # rule name -> subjects, in the order of the bindings
         applied = []  # (binding, its SubjectAttention), for an attention-map recorder (preview.py)
         grid, areas = _token_grid(extra, q.shape[1]), step.chunk_areas(extra["uuids"])
@@ -93,14 +135,7 @@ class NestedAttentionPatch:
             subject = SubjectAttention(nested_keys, nested_values, token_mask, binding.strength, query_mask)
             by_rule.setdefault(binding.rule, []).append(subject)
             applied.append((binding, subject))
-        out = base
-        for rule, subjects in by_rule.items():
-            with scope("rule"):
-                out = rule_named(rule)(out, q, k, v, extra["n_heads"], subjects)
-        recorder = extra.get(RECORDER_KEY)  # set only by the Preview node's probe run: no cost otherwise
-        if recorder is not None and applied:
-            recorder.record(self.layer_id, extra, grid, q, k, v, base, applied)
-        return out
+        return by_rule, applied, grid
 
 
 def _token_grid(extra, n_queries: int) -> tuple[int, int]:
@@ -125,7 +160,8 @@ def step_transformer_options(transformer_options: dict, step: StepPrompts) -> di
     attn2 = dict(replaces.get("attn2", {}))
     for layer in subjects.layers:
         theirs = attn2.get(layer.key, attn2.get(layer.key[:2]))  # the host's own look-up order
-        attn2[layer.key] = NestedAttentionPatch(layer.id, subjects.bindings, previous=theirs)
+        attn2[layer.key] = NestedAttentionPatch(layer.id, subjects.bindings, previous=theirs,
+                                                layer_attention=dict(subjects.layer_attention).get(layer.id))
     replaces["attn2"] = attn2
     options["patches_replace"] = replaces
     return options
@@ -194,7 +230,7 @@ def apply_binding(model, binding: Binding):
     """
     patched = model.clone()
     options = patched.model_options["transformer_options"]
-    applied = options.get(SUBJECTS_KEY) or AppliedSubjects(tuple(model_layers(model)))
+    applied = options.get(SUBJECTS_KEY) or AppliedSubjects(tuple(model_layers(model)), (), _layer_attention(model))
     if binding.word in applied.words:
         raise SubjectWordError(
             f"subject word {binding.word!r} is already bound by an earlier ApplyNestedAttention on this model: "
@@ -205,9 +241,16 @@ def apply_binding(model, binding: Binding):
             raise SubjectWordError(
                 f"{subject_name(other)} and {subject_name(binding)} both act on the token {' '.join(shared)!r}: "
                 f"one token can carry one subject. Give each subject a word of its own (e.g. 'man' and 'woman')")
-    options[SUBJECTS_KEY] = AppliedSubjects(applied.layers, applied.bindings + (binding,))
+    options[SUBJECTS_KEY] = replace(applied, bindings=applied.bindings + (binding,))
     _ensure_step_wrapper(patched)
     return patched
+
+
+def _layer_attention(model) -> tuple:
+    """(layer id, its own attention) of the cross-attention layers that carry one (ComfyUI 0.38's
+    ``comfy_attention``; read at each call, so a checkpoint's attention config loaded later counts)."""
+    return tuple((layer_id, module.comfy_attention) for layer_id, module in attention_modules(model).items()
+                 if getattr(module, "comfy_attention", None) is not None)
 
 
 def applied_subjects(model) -> AppliedSubjects | None:

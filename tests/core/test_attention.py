@@ -144,3 +144,49 @@ def test_gradients_flow_from_the_attention_output_to_encoder_and_projections():
     loss.backward()
     for name, parameter in encoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("rule", ["owned", "over_a_base"])
+def test_gradients_match_the_float64_reference(rule):
+    """Training's backward, on both paths: the layer's own fused attention (nested_attention) and the
+    correction over another owner's output (add_nested_values): every input's gradient."""
+    q, k, v, g = make_inputs(12, b=3, nq=6, nk=10, heads=2, d=4)
+    qmask = torch.rand(3, 6, generator=g)
+    person = subject(g, 3, 10, 8, {0: [2], 2: [4, 5]}, m=3, strength=0.7, per_row_kv=True)
+    dog = subject(g, 3, 10, 8, {2: [7]}, m=4, strength=1.3, query_mask=qmask)
+    leaves = [q, k, v, person.nested_keys, person.nested_values, dog.nested_keys, dog.nested_values]
+    for t in leaves:
+        t.requires_grad_()
+    weight = torch.randn(3, 6, 8, generator=g)
+    run = {"owned": lambda: nested_attention(q, k, v, 2, [person, dog]),
+           "over_a_base": lambda: add_nested_values(plain_attention(q, k, v, 2), q, k, v, 2, [person, dog])}[rule]
+    ours = torch.autograd.grad((run() * weight).sum(), leaves)
+    expected = torch.autograd.grad((reference(q, k, v, 2, [person, dog]) * weight.double()).sum(), leaves)
+    for name, a, b in zip(["q", "k", "v", "person keys", "person values", "dog keys", "dog values"], ours, expected):
+        torch.testing.assert_close(a.double(), b.double(), atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_rows_without_a_subject_come_from_the_owners_attention_alone():
+    """The owner's plain attention (the host's) computes the rows without a subject, and only those."""
+    q, k, v, g = make_inputs(13, b=4)
+    s = subject(g, 4, 9, 8, {1: [3], 2: [5]})
+    called = []
+
+    def owners(q, k, v, heads):
+        called.append(q.shape[0])
+        return plain_attention(q, k, v, heads) * 2  # recognisable
+
+    out = nested_attention(q, k, v, 2, [s], plain=owners)
+    assert called == [2]
+    assert torch.equal(out[[0, 3]], plain_attention(q[[0, 3]], k[[0, 3]], v[[0, 3]], 2) * 2)
+    torch.testing.assert_close(out[1:3].double(), reference(q, k, v, 2, [s])[1:3], atol=1e-5, rtol=1e-5)
+
+
+def test_rows_a_region_leaves_out_are_the_owners_attention_bit_for_bit():
+    q, k, v, g = make_inputs(15)
+    region = torch.ones(3, 7)
+    region[2] = 0  # row 2 holds the word, but its region is empty
+    s = subject(g, 3, 9, 8, {1: [3], 2: [5]}, query_mask=region)
+    out, plain = nested_attention(q, k, v, 2, [s]), plain_attention(q, k, v, 2)
+    assert torch.equal(out[2], plain_attention(q[2:], k[2:], v[2:], 2)[0]) and torch.equal(out[0], plain[0])
+    torch.testing.assert_close(out.double(), reference(q, k, v, 2, [s]), atol=1e-5, rtol=1e-5)
