@@ -1,8 +1,8 @@
 """Error messages that send a user to a node name a node the pack has, by its display name."""
-import asyncio
 import re
 
 import pytest
+from fixtures.pack import pack_node_list
 
 from nested_attention.nested_attention_core import WeightsFormatError
 from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
@@ -13,9 +13,7 @@ from nested_attention.nested_attention_core.weights import load_weights, save_we
 
 @pytest.fixture(scope="module")
 def display_names(host) -> set[str]:
-    from nested_attention.nodes.extension import NestedAttentionExtension
-
-    nodes = asyncio.run(NestedAttentionExtension().get_node_list())
+    nodes = pack_node_list()
     return {node.define_schema().display_name for node in nodes}
 
 

@@ -1,15 +1,13 @@
 """One name per thing: socket types are not named like the core classes their values are, and the
 socket type strings that saved workflows hold stay what they were."""
-import asyncio
 
 import pytest
+from fixtures.pack import pack_node_list
 
 
 @pytest.fixture(scope="module")
 def schemas(host):
-    from nested_attention.nodes.extension import NestedAttentionExtension
-
-    nodes = asyncio.run(NestedAttentionExtension().get_node_list())
+    nodes = pack_node_list()
     return {node.define_schema().node_id: node.define_schema() for node in nodes}
 
 
