@@ -203,11 +203,10 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(trainin
     assert [r["grad_norm"] for r in one_log] == pytest.approx([r["grad_norm"] for r in two_log], rel=1e-4)
 
 
-def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helpers, tiny_models, tmp_path, monkeypatch):
+def sigterm_during_step_3(monkeypatch):
+    """The process gets SIGTERM while the loop plans step 3 (its third micro-batch)."""
     from nested_attention.training import loop
-    from nested_attention.training.session import open_session
 
-    data = helpers.make_data(tmp_path / "data", {"a": 2})
     original = loop.plans_for
 
     def plans_then_sigterm(session, micro_index):
@@ -216,6 +215,14 @@ def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helper
         return original(session, micro_index)
 
     monkeypatch.setattr(loop, "plans_for", plans_then_sigterm)
+
+
+def test_sigterm_saves_the_state_and_stops_cleanly(training, sdxl_models, helpers, tiny_models, tmp_path, monkeypatch):
+    from nested_attention.training import loop
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    sigterm_during_step_3(monkeypatch)
     out = tmp_path / "out"
     result = loop.train(open_session(helpers.tiny_config(tiny_models, data, out, max_steps=10), models=sdxl_models))
     assert result.status == "stopped" and result.step == 3
@@ -442,13 +449,7 @@ def test_a_run_stopped_by_sigterm_exits_143_and_a_finished_one_0(training, helpe
 
     data = helpers.make_data(tmp_path / "data", {"a": 2})
     original = loop.plans_for
-
-    def plans_then_sigterm(session, micro_index):
-        if micro_index == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives during step 3
-        return original(session, micro_index)
-
-    monkeypatch.setattr(loop, "plans_for", plans_then_sigterm)
+    sigterm_during_step_3(monkeypatch)
     args = helpers.cli_args(tiny_models, comfy_root, data, tmp_path / "stopped", max_steps=10, cache=False)
     assert cli.main([*args, "--cpu"]) == 143
     assert read_log(tmp_path / "stopped" / "train_log.jsonl")[-1]["event"] == "stop"
