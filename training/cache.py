@@ -126,6 +126,14 @@ class FeatureCache:
         self._remember(kind, key, tensors, metadata)
 
 
+STALE_TEMP_AGE_S = 3600  # a cache may be shared by runs on other machines: their temp files are left an hour
+
+
+def entry_folders(root: Path) -> list[Path]:
+    """The folders holding a cache's entries (``<root>/<kind>/<2 hex digits>``), where writes leave temp files."""
+    return [p for p in Path(root).glob("*/*") if p.is_dir()]
+
+
 def as_stored(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """What a tensor is once stored: floats rounded to the cache dtype (the same with or without a cache)."""
     return t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import TrainingConfigError
+from .outputfiles import writing
 
 TENSORBOARD_MISSING = ("--log-with tensorboard needs the tensorboard package, which is not installed in this "
                        "Python: pip install tensorboard (then open the logs with: tensorboard --logdir "
@@ -58,8 +59,11 @@ class Logbook:
         if not self.enabled:
             return
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
-        self._file.flush()
+        line = json.dumps({**record, "time": round(time.time(), 3)}) + "\n"
+        with writing(self.path, len(line), "the training log", "free some space there; then run again "
+                     "(--resume latest continues from the last state written)"):
+            self._file.write(line)
+            self._file.flush()
 
     def event(self, name: str, **fields) -> None:
         self.write({"event": name, **fields})
@@ -94,7 +98,10 @@ class Logbook:
         if self._bar is not None:
             self._bar.close()
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the rest of a line that could not be written: its write already raised OutputWriteError
+                pass
         if self._board is not None:
             self._board.close()
         self._bar = self._file = self._board = None

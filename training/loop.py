@@ -25,6 +25,7 @@ import torch
 
 from ..nested_attention_core.profiling import scope
 from .batch import assemble, plan_row
+from .cache import STALE_TEMP_AGE_S, entry_folders
 from .dist import all_mean, any_rank, average_gradients, barrier
 from .errors import TrainingDivergedError
 from .logbook import Logbook
@@ -274,6 +275,8 @@ def run(session: TrainingSession) -> TrainResult:
     events: list = []
     if dist.is_main:  # what runs killed while writing left (this run holds the folder)
         remove_stale_temp_files(cfg.output_dir, cfg.states_dir)
+        if cfg.cache_path is not None:
+            remove_stale_temp_files(*entry_folders(cfg.cache_path), min_age_s=STALE_TEMP_AGE_S)
     seed_everything(cfg.seed, dist.rank)
     start = resume(session, events) if cfg.resume else 0
     name = "nested attention" if session.method.name == "nested" else f"{session.method.name} (baseline)"

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,17 +90,23 @@ def prune_step_weights(output_dir: Path, name: str, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def remove_stale_temp_files(*folders: Path) -> list[Path]:
+def remove_stale_temp_files(*folders: Path, min_age_s: float = 0.0) -> list[Path]:
     """Remove ``*.<pid>.tmp`` files of processes no longer running from ``folders`` (not recursive): what a run
-    killed while writing left. Called by the run that holds the output folder's lock."""
+    killed while writing left. Called by the run that holds the output folder's lock. ``min_age_s``: leave younger
+    files alone, for folders other runs write too (a shared feature cache, maybe from another machine, whose
+    process ids mean nothing here)."""
     removed = []
+    now = time.time()
     for folder in folders:
         if not Path(folder).is_dir():
             continue
         for path in Path(folder).iterdir():
             m = _TEMP_NAME.match(path.name)
             if m and path.is_file() and int(m.group(1)) != os.getpid() and not process_running(int(m.group(1))):
-                size = path.stat().st_size
+                stat = path.stat()
+                if now - stat.st_mtime < min_age_s:
+                    continue
+                size = stat.st_size
                 path.unlink(missing_ok=True)
                 removed.append(path)
                 log.warning("removed %s (%s), a temp file left by a run that was killed while writing", path,

@@ -22,6 +22,7 @@ from PIL import Image
 from ..nodes import host
 from .data import TrainingData, reference_pixels
 from .errors import TrainingConfigError
+from .outputfiles import writing
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,21 @@ def render_grid(session, prompts: list[SamplePrompt], path: Path) -> Path:
                 row.append(models.vae.decode(samples)[0, ..., :3].float().cpu())
             tiles.append(torch.cat(row, dim=1))  # [H, 3W, 3]
     grid = torch.cat(tiles, dim=0).clamp(0, 1)
+    return write_png((grid.numpy() * 255).round().astype(np.uint8), path)
+
+
+def write_png(pixels: np.ndarray, path: Path) -> Path:
+    """Write uint8 ``pixels`` [H, W, 3] to ``path`` atomically (temp file + rename); a failed write is an
+    ``OutputWriteError`` naming the file and the space left, and leaves no temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(tmp, format="PNG")
-    tmp.replace(path)
+    with writing(path, pixels.nbytes, "the sample grid", "free some space there, or sample less often "
+                 "(--sample-every 0 turns samples off); then run again (--resume latest continues from the last state)"):
+        try:
+            Image.fromarray(pixels).save(tmp, format="PNG")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 

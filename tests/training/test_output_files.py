@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -110,6 +111,87 @@ def test_temp_files_of_killed_runs_are_removed_at_start(training, sdxl_models, h
                                 models=sdxl_models))
         assert not any(p.exists() for p in stale) and busy.exists()
         assert all(str(p) in caplog.text for p in stale) and str(busy) not in caplog.text, caplog.text
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def _fill(folder, leave: int) -> None:
+    """Fill the file system of ``folder`` up to ``leave`` bytes free."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    with open(folder / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * max(0, free - leave))
+        except OSError:
+            pass
+
+
+def test_a_full_disk_under_the_training_log_is_one_clear_error(small_disk):
+    """train_log.jsonl on a full disk raised a raw OSError from json's write/flush in the middle of a step.
+    Measures: OutputWriteError naming the log, its folder and "the disk is full"."""
+    from nested_attention.training.errors import OutputWriteError
+    from nested_attention.training.logbook import Logbook
+
+    out = small_disk("64k") / "run"
+    log = Logbook(out / "train_log.jsonl", True, 10, 0, False)
+    try:
+        log.write({"event": "start"})
+        _fill(out.parent, 0)
+        with pytest.raises(OutputWriteError) as caught:
+            for _ in range(1000):  # a line is ~40 bytes: the page of the first write has room for a few more
+                log.write({"event": "validation", "step": 1, "gap_percent": 0.5})
+    finally:
+        log.close()  # the buffered rest of the failed line cannot be written either: no second, raw error
+    assert f"cannot write the training log train_log.jsonl into {out}: the disk is full" in str(caught.value)
+
+
+def test_a_full_disk_under_a_sample_grid_is_one_clear_error_and_leaves_no_temp_file(small_disk):
+    """A sample grid PNG on a full disk raised PIL's raw OSError and left its temp file. Measures: OutputWriteError
+    naming the grid and "the disk is full"; no *.tmp and no grid left in the folder."""
+    import numpy as np
+
+    from nested_attention.training.errors import OutputWriteError
+    from nested_attention.training.samples import write_png
+
+    folder = small_disk("64k") / "samples"
+    folder.mkdir()
+    _fill(folder.parent, 0)
+    noise = np.random.default_rng(0).integers(0, 256, (256, 768, 3), dtype=np.uint8)  # does not compress
+    with pytest.raises(OutputWriteError) as caught:
+        write_png(noise, folder / "step0000010.png")
+    assert f"cannot write the sample grid step0000010.png into {folder}: the disk is full" in str(caught.value)
+    assert list(folder.iterdir()) == []
+
+
+def test_old_temp_files_in_a_separate_cache_dir_are_removed_at_start(training, sdxl_models, helpers, tiny_models,
+                                                                    tmp_path):
+    """A run killed while it wrote a feature-cache entry left <entry>.<pid>.tmp in --cache-dir for ever (only the
+    output folder and states/ were cleaned). Measures, after a run with a separate --cache-dir: a temp file of a
+    dead process older than an hour is gone; one of a dead process written a minute ago (maybe another machine's
+    run sharing the cache) and one of a running process are left."""
+    from nested_attention.training import loop
+    from nested_attention.training.session import open_session
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2})
+    cache = tmp_path / "cache"
+    (cache / "text" / "ab").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        old = cache / "text" / "ab" / f"ab12.safetensors.{dead.pid}.tmp"
+        young = cache / "text" / "ab" / f"ab34.safetensors.{dead.pid}.tmp"
+        busy = cache / "text" / "ab" / f"ab56.safetensors.{alive.pid}.tmp"
+        for path in (old, young, busy):
+            path.write_bytes(b"half an entry")
+        two_hours_ago = time.time() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+        os.utime(busy, (two_hours_ago, two_hours_ago))
+        loop.train(open_session(helpers.tiny_config(tiny_models, data, tmp_path / "out", max_steps=1, cache=True,
+                                                    cache_dir=str(cache)), models=sdxl_models))
+        assert not old.exists() and young.exists() and busy.exists()
     finally:
         alive.kill()
         alive.wait()
