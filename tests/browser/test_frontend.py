@@ -293,5 +293,5 @@ def test_the_real_templates_show_their_thumbnails_in_the_templates_browser(page,
         dialog.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=10_000)
         page.wait_for_function(f"({CARD_IMAGE_SIZE})({name!r}) !== null", timeout=10_000)
         assert page.evaluate(f"({CARD_IMAGE_SIZE})({name!r})") == [600, 400], name  # the template's .jpg, not a placeholder
-    page.screenshot(path=str(screenshots / "06_template_thumbnails.png"))
+    page.screenshot(path=str(screenshots / "09_template_thumbnails.png"))
     close_dialogs(page)

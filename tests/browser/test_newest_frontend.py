@@ -55,7 +55,7 @@ def test_the_issues_panel_names_each_missing_model_of_a_real_template(page, name
     section = page.get_by_text("Missing Models", exact=True).first
     section.wait_for(state="visible", timeout=20_000)
     panel = page.locator("div").filter(has=section).filter(has_text="Download all").last
-    page.screenshot(path=str(screenshots / f"07_newest_frontend_missing_models_{name}.png"))
+    page.screenshot(path=str(screenshots / f"10_newest_frontend_missing_models_{name}.png"))
     text = panel.inner_text()
     listed = [m for node in workflow["nodes"] for m in node.get("properties", {}).get("models", [])]
     assert {m["directory"] for m in listed} == {"checkpoints", "clip_vision"}, listed
