@@ -105,35 +105,50 @@ def nested_attention(q, k, v, heads: int, subjects: Sequence[SubjectAttention], 
         0, others, base.to(corrected.dtype))
 
 
+EXPLICIT_NESTED_TOKENS = 64  # up to this many nested tokens nested_rows forms their weights itself, else a fused kernel
+
+
 def nested_rows(q, k, v, heads: int, subjects: Sequence[SubjectAttention]) -> torch.Tensor:
     """Nested attention of rows that all hold some subject token: [r, n_q, h*d] for q [r, n_q, h*d].
 
-    The outer softmax P over the text is formed once and serves twice: P V_0, with V_0 the text
-    values whose subject-token rows are set to 0, and its subject columns P_qj. Then per subject
-    out_q += m_q lambda P_qT v*_q (v*_q by a fused attention over the nested keys/values), and
-    (1 - m_q) sum_{j in T} P_qj v_j where a query mask keeps the original value. Exact: with m = 1,
-    sum_{j not in T} P_qj v_j + lambda P_qT v*_q is out_q of the module docstring, term for term.
+    The outer softmax P over the text is formed once and multiplied once, by the text values with every
+    subject token's row set to 0 (V_0) and, beside them, per subject lambda times the indicator of its tokens
+    (and, where a query mask keeps the original value outside it, the subject tokens' own values V_T): one
+    product gives sum_{j not in T} P_qj v_j and lambda P_qT (and P_qT-weighted v_T). Then per subject
+    out_q += m_q lambda P_qT v*_q (v*_q by a fused attention over the nested keys/values) and
+    (1 - m_q) sum_{j in T} P_qj v_j. Exact: with m = 1 this is out_q of the module docstring, term for term;
+    the training backward then has one product with P to differentiate, no gather of its columns.
     Subject tensors are per row of q here, or shared (leading dim 1). P and the sums are float32
     whatever the input precision.
     """
     qh, kh, vh = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
     compute = torch.promote_types(qh.dtype, torch.float32)
     token_masks = torch.stack([s.token_mask for s in subjects])  # [s, r, n_k] bool
-    cols = token_masks.any((0, 1)).nonzero().squeeze(1)  # positions of any subject's tokens [c]
-    probs = (qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5).softmax(-1, dtype=compute)  # P [r, h, n_q, n_k]
-    out = probs @ vh.masked_fill(token_masks.any(0)[:, None, :, None], 0).to(compute)  # [r, h, n_q, d]
-    columns = probs[..., cols]  # P_qj, j in cols [r, h, n_q, c]
+    columns = [vh.masked_fill(token_masks.any(0)[:, None, :, None], 0).to(compute)]  # V_0 [r, h, n_k, d]
     for s, token_mask in zip(subjects, token_masks):
-        in_subject = token_mask[:, cols].to(compute)[:, None, None, :]  # [r, 1, 1, c]
-        share = (columns * in_subject).sum(-1, keepdim=True) * s.strength  # lambda P_qT [r, h, n_q, 1]
+        columns.append((token_mask.to(compute) * s.strength)[:, None, :, None].expand(-1, qh.shape[1], -1, -1))
+        if s.query_mask is not None:  # V_T [r, h, n_k, d]: the subject tokens' own values, kept outside the mask
+            columns.append(vh.masked_fill(~token_mask[:, None, :, None], 0).to(compute))
+    # the scale on the keys: n_k rows, not n_q (q (k s)^T = s q k^T)
+    probs = (qh @ (kh * qh.shape[-1] ** -0.5).transpose(-1, -2)).softmax(-1, dtype=compute)  # P [r, h, n_q, n_k]
+    out, *parts = (probs @ torch.cat(columns, -1)).split([c.shape[-1] for c in columns], -1)
+    parts = iter(parts)
+    for s in subjects:
+        share = next(parts)  # lambda P_qT [r, h, n_q, 1]
         if s.query_mask is not None:
             query_mask = s.query_mask.to(compute)[:, None, :, None]  # [r or 1, 1, n_q, 1]
             share = share * query_mask
-            out = out + (columns * in_subject * (1 - query_mask)) @ vh[:, :, cols].to(compute)
+            out = out + next(parts) * (1 - query_mask)
         nested_k, nested_v = (rearrange(t.expand(qh.shape[0], *t.shape[1:]), "b m (h d) -> b h m d", h=heads)
-                              .to(qh.dtype) for t in (s.nested_keys, s.nested_values))
-        nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q [r, h, n_q, d]
-        out = torch.addcmul(out, nested_value.to(compute), share)
+                              for t in (s.nested_keys, s.nested_values))
+        if nested_k.shape[-2] <= EXPLICIT_NESTED_TOKENS:
+            # lambda P_qT v*_q = (lambda P_qT softmax(q K~^T / sqrt(d))) V~: the m nested weights times the share,
+            # then one product with V~ (for few tokens m cheaper than v*_q, of the head width, times the share)
+            weights = (qh @ (nested_k.to(qh.dtype) * qh.shape[-1] ** -0.5).transpose(-1, -2)).softmax(-1, dtype=compute)
+            out = out + (weights * share) @ nested_v.to(compute)
+        else:
+            nested_value = F.scaled_dot_product_attention(qh, nested_k.to(qh.dtype), nested_v.to(qh.dtype))  # v*_q
+            out = torch.addcmul(out, nested_value.to(compute), share)
     return rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nested_attention.nested_attention_core import SubjectAttention, add_nested_values, nested_attention, plain_attention
+from nested_attention.nested_attention_core.attention import EXPLICIT_NESTED_TOKENS
 
 
 def reference(q, k, v, heads, subjects):
@@ -55,11 +56,17 @@ def test_one_subject_matches_reference(seed):
     torch.testing.assert_close(out.double(), reference(q, k, v, 2, [s]), atol=1e-5, rtol=1e-5)
 
 
-def test_two_subjects_strength_and_query_masks_match_reference():
+# nested_rows forms the weights of up to EXPLICIT_NESTED_TOKENS nested tokens itself, a fused kernel more: both
+DOG_TOKENS = [pytest.param(6, id="few_tokens"), pytest.param(EXPLICIT_NESTED_TOKENS + 6, id="many_tokens")]
+
+
+@pytest.mark.parametrize("dog_tokens", DOG_TOKENS)
+def test_two_subjects_strength_and_query_masks_match_reference(dog_tokens):
     q, k, v, g = make_inputs(3, b=4, nq=6, nk=10, heads=3, d=4)
     qmask = torch.rand(4, 6, generator=g)
     person = subject(g, 4, 10, 12, {0: [2], 1: [2], 3: [5]}, m=3, strength=0.6, per_row_kv=True, query_mask=qmask)
-    dog = subject(g, 4, 10, 12, {0: [7, 8], 3: [1]}, m=6, strength=1.4, query_mask=(qmask > 0.5).float()[:1])
+    dog = subject(g, 4, 10, 12, {0: [7, 8], 3: [1]}, m=dog_tokens, strength=1.4,
+                  query_mask=(qmask > 0.5).float()[:1])
     out = nested_attention(q, k, v, 3, [person, dog])
     torch.testing.assert_close(out.double(), reference(q, k, v, 3, [person, dog]), atol=1e-5, rtol=1e-5)
 
@@ -146,14 +153,15 @@ def test_gradients_flow_from_the_attention_output_to_encoder_and_projections():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("dog_tokens", DOG_TOKENS)
 @pytest.mark.parametrize("rule", ["owned", "over_a_base"])
-def test_gradients_match_the_float64_reference(rule):
+def test_gradients_match_the_float64_reference(rule, dog_tokens):
     """Training's backward, on both paths: the layer's own fused attention (nested_attention) and the
     correction over another owner's output (add_nested_values): every input's gradient."""
     q, k, v, g = make_inputs(12, b=3, nq=6, nk=10, heads=2, d=4)
     qmask = torch.rand(3, 6, generator=g)
     person = subject(g, 3, 10, 8, {0: [2], 2: [4, 5]}, m=3, strength=0.7, per_row_kv=True)
-    dog = subject(g, 3, 10, 8, {2: [7]}, m=4, strength=1.3, query_mask=qmask)
+    dog = subject(g, 3, 10, 8, {2: [7]}, m=dog_tokens, strength=1.3, query_mask=qmask)
     leaves = [q, k, v, person.nested_keys, person.nested_values, dog.nested_keys, dog.nested_values]
     for t in leaves:
         t.requires_grad_()
