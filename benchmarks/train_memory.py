@@ -43,6 +43,7 @@ from pathlib import Path
 from .timing import load_average, machine, peak_memory_bytes, peak_memory_reset
 
 DEFAULT_SIZES = "128,192,256"
+TRACKED_SIZES = "256,512,1024"
 TARGET = 1024
 GB = 1e9
 MMAP_THRESHOLD = 65536
@@ -65,7 +66,7 @@ def optimizer_state_bytes(optimizer) -> int:
                         if isinstance(v, torch.Tensor))
 
 
-def measure(sizes: list[int], adafactor_size: int, threads: int) -> list[dict]:
+def measure(sizes: list[int], adafactor_size: int, threads: int, family: str = "sdxl") -> list[dict]:
     """Every case in this one process, the UNet built once: per size a session with AdamW whose first step
     (cold cache) makes the optimizer state, then one warm step without and one with checkpointing (the
     session's denoiser swapped); then a session with Adafactor at ``adafactor_size``, warm step with
@@ -89,7 +90,7 @@ def measure(sizes: list[int], adafactor_size: int, threads: int) -> list[dict]:
     gc.collect()
     baseline = resident_bytes()
     started = time.perf_counter()
-    models, checkpoint, clip_vision, _ = base_models("sdxl", dtype=torch.bfloat16)
+    models, checkpoint, clip_vision, _ = base_models(family, dtype=torch.bfloat16)
     build_s = time.perf_counter() - started
     unet = models.patcher.model.diffusion_model
     results = []
@@ -116,7 +117,7 @@ def measure(sizes: list[int], adafactor_size: int, threads: int) -> list[dict]:
                 step_s = time.perf_counter() - step_started
                 peak = peak_memory_bytes()
                 results.append({
-                    "resolution": size, "checkpointing": checkpointing, "optimizer": optimizer,
+                    "family": family, "resolution": size, "checkpointing": checkpointing, "optimizer": optimizer,
                     "peak": peak - baseline, "before_step": before - baseline, "baseline": baseline,
                     "unet_weights": tensor_bytes(unet.parameters()), "unet_dtype": str(next(unet.parameters()).dtype),
                     "encoder_weights": tensor_bytes(session.encoder.parameters()),
@@ -124,11 +125,84 @@ def measure(sizes: list[int], adafactor_size: int, threads: int) -> list[dict]:
                     "optimizer_state": optimizer_state_bytes(session.optimizer),
                     "attention": comfy.model_management.pytorch_attention_enabled(), "finite": finite,
                     "loss": loss, "build_s": build_s, "step_s": step_s})
-                print(f"  {size} px, {optimizer}, checkpointing {'on' if checkpointing else 'off'}: peak "
+                print(f"  {family} {size} px, {optimizer}, checkpointing {'on' if checkpointing else 'off'}: peak "
                       f"{(peak - baseline) / GB:.2f} GB above the imports ({baseline / GB:.2f} GB), "
                       f"{(before - baseline) / GB:.2f} GB before the step; step {step_s:.0f} s", flush=True)
             del session
             gc.collect()
+    return results
+
+
+def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads: int) -> list[dict]:
+    """The same cases as ``measure`` (the real trainer, ComfyUI's UNet of ``family`` made in bf16, the default
+    encoder, bf16 autocast, SDPA attention, batch 1) on fake tensors (``tracked_memory``): nothing is computed
+    and nothing but shapes is held, so any size runs in seconds. Per size and (optimizer, checkpointing) a
+    session whose first step makes the optimizer state, then one step tracked: its peak of live tensor bytes
+    minus nothing (every tensor made since the UNet is counted, the UNet's weights included). Features come
+    from the stand-ins at every step (no cache folder: fake tensors cannot be written), a few MB each."""
+    from ..training.bootstrap import bootstrap_comfy
+
+    bootstrap_comfy()
+    import comfy.cli_args
+
+    comfy.cli_args.args.use_pytorch_cross_attention = True
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.set_num_threads(threads)
+    import comfy.model_management  # noqa: F401
+    from ..training.config import TrainConfig
+    from ..training.loop import optimizer_step
+    from ..training.session import open_session
+    from ..training.step import Denoiser
+    from .architectures import random_weights_model
+    from .tracked_memory import LiveBytes, fake
+    from .train_step import base_models, write_data
+
+    live, mode = LiveBytes(), FakeTensorMode(allow_non_fake_inputs=True)
+
+    def build(case, dtype):
+        with fake(live, mode):
+            return random_weights_model(case, dtype=dtype)
+
+    models, checkpoint, clip_vision, _ = base_models(family, torch.bfloat16, build)
+    unet = models.patcher.model.diffusion_model
+    results = []
+    with tempfile.TemporaryDirectory(prefix="nested_attention_tracked_") as tmp:
+        tmp = Path(tmp)
+        data = write_data(tmp / "data", 2, 1)
+        for size in sizes:
+            for optimizer, checkpointing in plan:
+                config = TrainConfig(checkpoint=str(checkpoint), clip_vision=str(clip_vision), data=str(data),
+                                     output=str(tmp / "out"), cache=False, resolution=size, batch_size=1,
+                                     max_steps=10 ** 6, warmup_steps=0, sample_every=0, progress_bar=False,
+                                     drop_text=0.0, drop_subject=0.0, drop_both=0.0, precision="bf16",
+                                     optimizer=optimizer)
+                started = time.perf_counter()
+                with fake(live, mode):
+                    session = open_session(config, models=models)
+                    session.denoiser = Denoiser(models.patcher, session.method.rule, checkpointing)
+                    optimizer_step(session, 0)  # the optimizer state is made
+                    gc.collect()
+                    before = live.current
+                    live.reset_peak()
+                    optimizer_step(session, 1)  # the step tracked
+                    gc.collect()
+                    after = live.current
+                results.append({
+                    "family": family, "resolution": size, "checkpointing": checkpointing, "optimizer": optimizer,
+                    "peak": live.peak, "before_step": before, "after_step": after,
+                    "unet_weights": tensor_bytes(unet.parameters()), "unet_dtype": str(next(unet.parameters()).dtype),
+                    "encoder_weights": tensor_bytes(session.encoder.parameters()),
+                    "gradients": tensor_bytes(p.grad for p in session.parameters if p.grad is not None),
+                    "optimizer_state": optimizer_state_bytes(session.optimizer),
+                    "attention": comfy.model_management.pytorch_attention_enabled(), "finite": True, "loss": None,
+                    "build_s": 0.0, "step_s": time.perf_counter() - started})
+                print(f"  {family} {size} px, {optimizer}, checkpointing {'on' if checkpointing else 'off'}: peak "
+                      f"{live.peak / GB:.2f} GB tracked on fake tensors (not run), {before / GB:.2f} GB before the "
+                      f"step ({time.perf_counter() - started:.0f} s)", flush=True)
+                del session
+                gc.collect()
     return results
 
 
@@ -193,29 +267,49 @@ def report(results: list[dict]) -> dict:
     return at_target
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES,
-                        help="image sizes in px, AdamW, each without and with checkpointing (at least three for the "
-                             "extrapolation; 1024 measures the target directly: a CPU needs long for it)")
-    parser.add_argument("--adafactor-size", type=int, default=None,
-                        help="size of the Adafactor case (with checkpointing); default the largest of --sizes")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
-    parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: measure in this process, write here
-    args = parser.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    if args.case_json:
-        results = measure(sizes, args.adafactor_size or max(sizes), args.threads)
-        Path(args.case_json).write_text(json.dumps(results))
-        return 0
+OPTIONS = (("adamw", False), ("adamw", True), ("adafactor", True))
+OPTION_NAMES = {("adamw", False): "AdamW", ("adamw", True): "AdamW, checkpointing",
+                ("adafactor", True): "Adafactor, checkpointing", ("adafactor", False): "Adafactor"}
+RESULT_KEYS = {("adamw", False): "sdxl_1024_peak_gb", ("adamw", True): "sdxl_1024_peak_gb_ckpt",
+               ("adafactor", True): "sdxl_1024_peak_gb_ckpt_adafactor"}
+CUDA_CONTEXT_GB = 0.5
+CARDS_GB = (24, 48, 80)
 
-    print("Nested Attention training step, SDXL architecture: peak memory (bf16, batch 1, default encoder, warm "
-          "cache, SDPA attention)")
-    print(f"machine: {machine(args.threads)}; load average {load_average()}")
+
+def report_tracked(results: list[dict]) -> dict:
+    """The tracked peaks per size and option, the fixed part beside them; what fits which card."""
+    print(f"\n{'px':>5} {'option':<26} | {'peak GB':>8} {'fixed GB':>8} {'activations+rest':>16} | "
+          f"{'+CUDA context':>13} | " + " ".join(f"{g:>3} GB" for g in CARDS_GB))
+    for r in sorted(results, key=lambda r: (r["resolution"], OPTIONS.index((r["optimizer"], r["checkpointing"])))):
+        with_context = r["peak"] / GB + CUDA_CONTEXT_GB
+        print(f"{r['resolution']:>5} {OPTION_NAMES[(r['optimizer'], r['checkpointing'])]:<26} | {r['peak'] / GB:8.2f} "
+              f"{fixed_bytes(r) / GB:8.2f} {(r['peak'] - fixed_bytes(r)) / GB:16.2f} | {with_context:13.2f} | "
+              + " ".join(f"{'yes' if with_context <= g else 'no':>6}" for g in CARDS_GB))
+    return {(r["optimizer"], r["checkpointing"]): r["peak"] / GB for r in results if r["resolution"] == TARGET}
+
+
+def report_validation(measured: list[dict], tracked_results: list[dict]) -> None:
+    """Measured (resident memory of a real step) and tracked (fake tensors) side by side."""
+    key = lambda r: (r["family"], r["resolution"], r["optimizer"], r["checkpointing"])  # noqa: E731
+    tracked_by = {key(r): r for r in tracked_results}
+    print(f"\n{'family':>6} {'px':>5} {'option':<26} | {'measured peak':>13} {'tracked peak':>12} {'diff':>6} | "
+          f"{'measured before':>15} {'tracked before':>14} | {'measured act+rest':>17} {'tracked act+rest':>16}")
+    for m in sorted(measured, key=key):
+        t = tracked_by.get(key(m))
+        if t is None:
+            continue
+        print(f"{m['family']:>6} {m['resolution']:>5} {OPTION_NAMES[(m['optimizer'], m['checkpointing'])]:<26} | "
+              f"{m['peak'] / GB:13.2f} {t['peak'] / GB:12.2f} {100 * (t['peak'] / m['peak'] - 1):+5.1f}% | "
+              f"{m['before_step'] / GB:15.2f} {t['before_step'] / GB:14.2f} | "
+              f"{(m['peak'] - fixed_bytes(m)) / GB:17.2f} {(t['peak'] - fixed_bytes(t)) / GB:16.2f}")
+
+
+def measured_in_child(args) -> list[dict]:
+    """``measure`` in a fresh process whose glibc returns freed tensors at once (see the module's text)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, "-m", __spec__.name, "--sizes", args.sizes, "--threads", str(args.threads),
-                   "--case-json", out.name]
+                   "--family", args.family, "--case-json", out.name]
         if args.adafactor_size:
             command += ["--adafactor-size", str(args.adafactor_size)]
         subprocess.run(command, check=True, env=env)
@@ -223,15 +317,63 @@ def main(argv=None) -> int:
     for r in results:
         assert r["attention"] and r["finite"] and r["unet_dtype"] == "torch.bfloat16", r
     print(f"  the UNet built in {results[0]['build_s']:.0f} s")
-    at_target = report(results)
-    print(f"\nload average at the end {load_average()}")
-    keys = {("adamw", False): "sdxl_1024_peak_gb", ("adamw", True): "sdxl_1024_peak_gb_ckpt",
-            ("adafactor", True): "sdxl_1024_peak_gb_ckpt_adafactor"}
-    if all(k in at_target for k in keys):
-        print("RESULT " + " ".join(f"{name}={at_target[k][0]:.1f}" for k, name in keys.items()))
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--measure", action="store_true",
+                      help="run the real steps and measure their resident memory (about 13 GB of RAM for SDXL and "
+                           "minutes per step on a CPU) instead of tracking them on fake tensors")
+    mode.add_argument("--validate", action="store_true",
+                      help="both at the same --sizes: measured and tracked side by side")
+    parser.add_argument("--family", choices=("sdxl", "sd15"), default="sdxl", help="the UNet's architecture")
+    parser.add_argument("--sizes", default=None,
+                        help=f"image sizes in px (default: tracked {TRACKED_SIZES}, measured {DEFAULT_SIZES}); "
+                             "measured: AdamW without and with checkpointing at each, Adafactor with checkpointing at "
+                             "--adafactor-size; tracked: all three options at each")
+    parser.add_argument("--adafactor-size", type=int, default=None,
+                        help="size of the measured Adafactor case (with checkpointing); default the largest of --sizes")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
+    parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: measure in this process, write here
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or (DEFAULT_SIZES if args.measure or args.validate else TRACKED_SIZES)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.case_json:
+        results = measure(sizes, args.adafactor_size or max(sizes), args.threads, args.family)
+        Path(args.case_json).write_text(json.dumps(results))
         return 0
-    print("no RESULT: 1024 px is neither measured nor extrapolable from these sizes for every setting (see above)")
-    return 1
+
+    name = {"sdxl": "SDXL", "sd15": "SD1.5"}[args.family]
+    print(f"Nested Attention training step, {name} architecture: peak memory (bf16, batch 1, default encoder, "
+          "SDPA attention)")
+    print(f"machine: {machine(args.threads)}; load average {load_average()}")
+    if args.measure:
+        results = measured_in_child(args)
+        at_target = report(results)
+        print(f"\nload average at the end {load_average()}")
+        if args.family == "sdxl" and all(k in at_target for k in RESULT_KEYS):
+            print("RESULT " + " ".join(f"{n}={at_target[k][0]:.1f}" for k, n in RESULT_KEYS.items()))
+            return 0
+        print("no RESULT: 1024 px is neither measured nor extrapolable from these sizes for every setting (see above)")
+        return 1
+    if args.validate:
+        measured = measured_in_child(args)
+        plan = sorted({(r["optimizer"], r["checkpointing"]) for r in measured}, key=OPTIONS.index)
+        tracked_results = tracked(args.family, sorted({r["resolution"] for r in measured}), plan, args.threads)
+        report_validation(measured, tracked_results)
+        print(f"\nload average at the end {load_average()}")
+        return 0
+    results = tracked(args.family, sizes, list(OPTIONS), args.threads)
+    print(f"\npeaks tracked on fake tensors (not run): live tensor bytes of the whole step; a GPU adds its CUDA "
+          f"context (about {CUDA_CONTEXT_GB} GB, added in the column) and its allocator's slack (not counted)")
+    at_target = report_tracked(results)
+    print(f"\nload average at the end {load_average()}")
+    if args.family == "sdxl" and all(k in at_target for k in RESULT_KEYS):
+        print(f"{name} {TARGET} px, batch 1, bf16: tracked on fake tensors (not run), without CUDA context and slack")
+        print("RESULT " + " ".join(f"{n}={at_target[k]:.2f}" for k, n in RESULT_KEYS.items()) + " tracked=1")
+    return 0
 
 
 if __name__ == "__main__":

@@ -86,9 +86,10 @@ def write_data(root: Path, subjects: int, per_subject: int) -> Path:
     return root
 
 
-def base_models(case: str, dtype=None):
+def base_models(case: str, dtype=None, build_unet=None):
     """(BaseModels, checkpoint path, CLIP vision path, encoder flags) of a case (full-size UNets in fp32, or
-    ``dtype``)."""
+    ``dtype``; ``build_unet(family, dtype)`` makes the patcher, ``architectures.random_weights_model`` by
+    default)."""
     from ..nodes import host
     from harness import tiny_comfy, tiny_models
     from ..training.base_models import BaseModels, load_base_models
@@ -106,7 +107,7 @@ def base_models(case: str, dtype=None):
 
     # the family's real tokenizer, from the tiny checkpoint of the same family
     _, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(files[case]), output_vae=False, output_clip=True)
-    patcher = random_weights_model(case, dtype=dtype)
+    patcher = (build_unet or random_weights_model)(case, dtype)
     family = host.model_family(patcher)
     models = BaseModels(patcher, StandInClip(clip, family.context_dim, POOLED[case]), StandInVAE(),
                         StandInClipVision(), files[case], files["clip_vision"], family, VIT_H_WIDTH)
