@@ -108,7 +108,8 @@ bench: setup
 bench-train: setup
 	$(PY) -m nested_attention.benchmarks.train_step
 
-# peak memory of an SDXL-architecture training step (about 13 GB of RAM; minutes on a CPU)
+# peak memory of an SDXL-architecture training step, tracked on fake tensors (minutes, little RAM;
+# --measure runs the real steps: about 13 GB of RAM and minutes per step on a CPU)
 bench-memory: setup
 	$(PY) -m nested_attention.benchmarks.train_memory
 

@@ -153,3 +153,31 @@ def tensor_bytes(tensors) -> int:
             s = t.untyped_storage()
             seen[s._cdata] = s.nbytes()
     return sum(seen.values())
+
+
+@contextmanager
+def cuda_autocast_norms():
+    """CUDA's autocast runs ``group_norm`` and ``layer_norm`` in float32 (its float32 list) where the CPU's keeps
+    bfloat16: under this, with autocast on, the two get float32 inputs and give float32 outputs, as on a GPU
+    (the next matmul casts back to bf16, as autocast does there). The step then holds what it holds on CUDA;
+    the CPU's policy is what ``--measure`` runs, so tracked and measured are compared without this."""
+    import torch.nn.functional as F
+
+    originals = {name: getattr(F, name) for name in ("group_norm", "layer_norm")}
+
+    def in_float32(original):
+        def norm(input, *args, **kwargs):
+            if not (torch.is_autocast_enabled(input.device.type) and input.dtype in (torch.bfloat16, torch.float16)):
+                return original(input, *args, **kwargs)
+            cast = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+            with torch.autocast(input.device.type, enabled=False):
+                return original(cast(input), *map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+        return norm
+
+    for name, original in originals.items():
+        setattr(F, name, in_float32(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(F, name, original)

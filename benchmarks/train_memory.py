@@ -1,36 +1,45 @@
-"""Peak memory of a real SDXL-architecture training step, measured, with and without gradient checkpointing.
+"""Peak memory of a real SDXL-architecture training step, with and without gradient checkpointing: tracked on
+fake tensors at any size, measured where this machine can run it, and the two compared.
 
-    python -m nested_attention.benchmarks.train_memory [--sizes 128,192,256] [--adafactor-size PX]   (make bench-memory)
+    python -m nested_attention.benchmarks.train_memory [--sizes 256,512,1024]            (make bench-memory)
+    python -m nested_attention.benchmarks.train_memory --measure [--sizes 128,192,256] [--adafactor-size PX]
+    python -m nested_attention.benchmarks.train_memory --validate [--family sd15] --sizes 384,512
 
-A fresh process (the UNet built once) runs every case with the real trainer (``training/``: session, data folder, feature
-cache, the loop's ``optimizer_step``) on ComfyUI's own SDXL UNet (2.57B parameters, 70 cross-attention
-layers, seeded random weights: ``architectures.py``) made directly in bf16, as the trainer loads it on a
-GPU, with the default SDXL encoder (424M parameters, float32) and bf16 autocast (``--precision bf16``),
-batch 1: per size, AdamW without and with checkpointing, then Adafactor with checkpointing at one size.
-The attention function is PyTorch's SDPA, the one ComfyUI uses on NVIDIA GPUs (on the CPU it
-would pick its sub-quadratic attention, whose backward keeps every chunk's scores). A first step fills the
-feature cache (stand-ins of the real features: ``feature_standins.py``) and makes the optimizer state; the
-next ones, on the warm cache, are the ones measured.
+Every case runs the real trainer (``training/``: session, data folder, the loop's ``optimizer_step``) on
+ComfyUI's own UNet (SDXL: 2.57B parameters, 70 cross-attention layers; or SD1.5 with ``--family sd15``;
+seeded random weights: ``architectures.py``) made directly in bf16, as the trainer loads it on a GPU, with
+the family's default encoder (SDXL: 424M parameters, float32), bf16 autocast (``--precision bf16``), batch 1,
+PyTorch's SDPA attention (the one ComfyUI uses on NVIDIA GPUs; on the CPU it would pick its sub-quadratic
+attention, whose backward keeps every chunk's scores). Options: AdamW, AdamW with ``--gradient-checkpointing``,
+Adafactor with it. A first step makes the optimizer state; the next one is the one counted.
 
-What is measured: the process's peak resident memory during a warm step (VmHWM after a reset,
+**Tracked** (the default): the same code on fake tensors (``tracked_memory.py``): shapes, dtypes and storage
+sizes without data, so the 1024 px step takes a minute and no memory. Its figure is the peak of live tensor
+bytes during the step (weights, gradients, optimizer state, autocast's casts, saved activations,
+temporaries), labelled "tracked on fake tensors (not run)", never "measured". By default the norms run in
+float32 under autocast as CUDA's autocast runs them (``tracked_memory.cuda_autocast_norms``; the CPU keeps
+them in bf16: ``--cpu-autocast``). A GPU adds its CUDA context (about 0.5 GB, added in the table) and its
+caching allocator's slack (not counted). The last line is ``RESULT sdxl_1024_peak_gb=<AdamW>
+sdxl_1024_peak_gb_ckpt=<AdamW, checkpointing> sdxl_1024_peak_gb_ckpt_adafactor=<Adafactor, checkpointing>
+tracked=1`` (live tensor bytes, without the CUDA context).
+
+**Measured** (``--measure``): a fresh process (the UNet built once) runs the real steps on this CPU. What is
+measured: the process's peak resident memory during a warm step (feature cache warm; VmHWM after a reset,
 ``/proc/self/clear_refs``) minus its resident memory right after importing torch and ComfyUI, before any
-model exists (a case's memory before its step, printed, shows that the previous case left nothing behind). glibc is told to serve every allocation over 64 KiB with its own mapping
-(``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set at once and the peak is that of
-live tensors, not of the allocator's free lists. That difference is what a GPU holds for the same step:
-the frozen UNet's bf16 weights, the encoder's float32 weights, its gradients and the optimizer state
-(each also counted from the tensors themselves and printed), and the activations kept for the backward
-pass (the rest). On a GPU add the CUDA context (about 0.5 GB) and the caching allocator's slack; the
-text encoders, VAE and CLIP vision tower are not loaded on a warm cache.
-
-The growth with resolution is measured at several sizes per setting; 1024 px is measured where a case
-asks for it, else extrapolated from the measured sizes (least squares, linear in the number of pixels,
-the fit's largest residual printed), and labelled so. The last line is
-``RESULT sdxl_1024_peak_gb=<AdamW> sdxl_1024_peak_gb_ckpt=<AdamW, checkpointing>
-sdxl_1024_peak_gb_ckpt_adafactor=<Adafactor, checkpointing>``.
+model exists (a case's memory before its step, printed, shows that the previous case left nothing behind).
+glibc is told to serve every allocation over 64 KiB with its own mapping (``MALLOC_MMAP_THRESHOLD_``), so
+freed tensors leave the resident set at once and the peak is that of live tensors plus the process's other
+memory, not of the allocator's free lists. The weights, gradients and optimizer state are also counted from
+the tensors themselves and printed. 1024 px is measured where a case asks for it, else extrapolated from
+the measured sizes (least squares, linear in the number of pixels) when the peak grows over them, labelled
+so; at 128-256 px SDXL's peak does not grow (the activations stay below the fixed part) and nothing is
+extrapolated. ``--validate`` measures and tracks the same cases (CPU autocast both) and prints them side by
+side.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -93,6 +102,10 @@ def measure(sizes: list[int], adafactor_size: int, threads: int, family: str = "
     models, checkpoint, clip_vision, _ = base_models(family, dtype=torch.bfloat16)
     build_s = time.perf_counter() - started
     unet = models.patcher.model.diffusion_model
+    gc.collect()
+    # what the process holds beyond the UNet's weights once the models exist (the tokenizer's checkpoint, with its
+    # text encoder; Python objects; libraries' buffers): no tensor of the step, but resident
+    models_other = resident_bytes() - baseline - tensor_bytes(unet.parameters())
     results = []
     plan = [(size, "adamw", (False, True)) for size in sizes] + [(adafactor_size, "adafactor", (True,))]
     with tempfile.TemporaryDirectory(prefix="nested_attention_memory_") as tmp:
@@ -124,7 +137,7 @@ def measure(sizes: list[int], adafactor_size: int, threads: int, family: str = "
                     "gradients": tensor_bytes(p.grad for p in session.parameters if p.grad is not None),
                     "optimizer_state": optimizer_state_bytes(session.optimizer),
                     "attention": comfy.model_management.pytorch_attention_enabled(), "finite": finite,
-                    "loss": loss, "build_s": build_s, "step_s": step_s})
+                    "loss": loss, "build_s": build_s, "step_s": step_s, "models_other": models_other})
                 print(f"  {family} {size} px, {optimizer}, checkpointing {'on' if checkpointing else 'off'}: peak "
                       f"{(peak - baseline) / GB:.2f} GB above the imports ({baseline / GB:.2f} GB), "
                       f"{(before - baseline) / GB:.2f} GB before the step; step {step_s:.0f} s", flush=True)
@@ -133,7 +146,8 @@ def measure(sizes: list[int], adafactor_size: int, threads: int, family: str = "
     return results
 
 
-def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads: int) -> list[dict]:
+def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads: int,
+            cuda_norms: bool = True) -> list[dict]:
     """The same cases as ``measure`` (the real trainer, ComfyUI's UNet of ``family`` made in bf16, the default
     encoder, bf16 autocast, SDPA attention, batch 1) on fake tensors (``tracked_memory``): nothing is computed
     and nothing but shapes is held, so any size runs in seconds. Per size and (optimizer, checkpointing) a
@@ -156,7 +170,7 @@ def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads
     from ..training.session import open_session
     from ..training.step import Denoiser
     from .architectures import random_weights_model
-    from .tracked_memory import LiveBytes, fake
+    from .tracked_memory import LiveBytes, cuda_autocast_norms, fake
     from .train_step import base_models, write_data
 
     live, mode = LiveBytes(), FakeTensorMode(allow_non_fake_inputs=True)
@@ -179,7 +193,7 @@ def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads
                                      drop_text=0.0, drop_subject=0.0, drop_both=0.0, precision="bf16",
                                      optimizer=optimizer)
                 started = time.perf_counter()
-                with fake(live, mode):
+                with fake(live, mode), (cuda_autocast_norms() if cuda_norms else contextlib.nullcontext()):
                     session = open_session(config, models=models)
                     session.denoiser = Denoiser(models.patcher, session.method.rule, checkpointing)
                     optimizer_step(session, 0)  # the optimizer state is made
@@ -191,7 +205,7 @@ def tracked(family: str, sizes: list[int], plan: list[tuple[str, bool]], threads
                     after = live.current
                 results.append({
                     "family": family, "resolution": size, "checkpointing": checkpointing, "optimizer": optimizer,
-                    "peak": live.peak, "before_step": before, "after_step": after,
+                    "peak": live.peak, "before_step": before, "after_step": after, "cuda_norms": cuda_norms,
                     "unet_weights": tensor_bytes(unet.parameters()), "unet_dtype": str(next(unet.parameters()).dtype),
                     "encoder_weights": tensor_bytes(session.encoder.parameters()),
                     "gradients": tensor_bytes(p.grad for p in session.parameters if p.grad is not None),
@@ -293,15 +307,21 @@ def report_validation(measured: list[dict], tracked_results: list[dict]) -> None
     key = lambda r: (r["family"], r["resolution"], r["optimizer"], r["checkpointing"])  # noqa: E731
     tracked_by = {key(r): r for r in tracked_results}
     print(f"\n{'family':>6} {'px':>5} {'option':<26} | {'measured peak':>13} {'tracked peak':>12} {'diff':>6} | "
-          f"{'measured before':>15} {'tracked before':>14} | {'measured act+rest':>17} {'tracked act+rest':>16}")
+          f"{'measured before':>15} {'tracked before':>14} | {'measured act+rest':>17} {'tracked act+rest':>16} | "
+          f"{'non-tensor':>11} {'measured-that':>13} {'diff':>6}")
+    print("(non-tensor: the measured process's resident memory beyond the UNet's weights once the models exist, "
+          "before any session: the tokenizer's checkpoint, Python objects, libraries; the tracked step does not "
+          "hold it)")
     for m in sorted(measured, key=key):
         t = tracked_by.get(key(m))
         if t is None:
             continue
+        other = m["models_other"]
         print(f"{m['family']:>6} {m['resolution']:>5} {OPTION_NAMES[(m['optimizer'], m['checkpointing'])]:<26} | "
               f"{m['peak'] / GB:13.2f} {t['peak'] / GB:12.2f} {100 * (t['peak'] / m['peak'] - 1):+5.1f}% | "
               f"{m['before_step'] / GB:15.2f} {t['before_step'] / GB:14.2f} | "
-              f"{(m['peak'] - fixed_bytes(m)) / GB:17.2f} {(t['peak'] - fixed_bytes(t)) / GB:16.2f}")
+              f"{(m['peak'] - fixed_bytes(m)) / GB:17.2f} {(t['peak'] - fixed_bytes(t)) / GB:16.2f} | "
+              f"{other / GB:11.2f} {(m['peak'] - other) / GB:13.2f} {100 * (t['peak'] / (m['peak'] - other) - 1):+5.1f}%")
 
 
 def measured_in_child(args) -> list[dict]:
@@ -335,6 +355,9 @@ def main(argv=None) -> int:
                              "--adafactor-size; tracked: all three options at each")
     parser.add_argument("--adafactor-size", type=int, default=None,
                         help="size of the measured Adafactor case (with checkpointing); default the largest of --sizes")
+    parser.add_argument("--cpu-autocast", action="store_true",
+                        help="tracked: keep the CPU's autocast policy (norms in bf16) instead of CUDA's (norms in "
+                             "float32, what a GPU holds)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     parser.add_argument("--case-json", help=argparse.SUPPRESS)  # internal: measure in this process, write here
     args = parser.parse_args(argv)
@@ -361,11 +384,12 @@ def main(argv=None) -> int:
     if args.validate:
         measured = measured_in_child(args)
         plan = sorted({(r["optimizer"], r["checkpointing"]) for r in measured}, key=OPTIONS.index)
-        tracked_results = tracked(args.family, sorted({r["resolution"] for r in measured}), plan, args.threads)
+        tracked_results = tracked(args.family, sorted({r["resolution"] for r in measured}), plan, args.threads,
+                                  cuda_norms=False)  # the CPU's autocast, as measured
         report_validation(measured, tracked_results)
         print(f"\nload average at the end {load_average()}")
         return 0
-    results = tracked(args.family, sizes, list(OPTIONS), args.threads)
+    results = tracked(args.family, sizes, list(OPTIONS), args.threads, cuda_norms=not args.cpu_autocast)
     print(f"\npeaks tracked on fake tensors (not run): live tensor bytes of the whole step; a GPU adds its CUDA "
           f"context (about {CUDA_CONTEXT_GB} GB, added in the column) and its allocator's slack (not counted)")
     at_target = report_tracked(results)
