@@ -106,3 +106,17 @@ def test_fake_tensors_of_known_values_answer_value_questions_and_unknown_ones_a_
         big = torch.randn(1 << 17)  # too large to keep a value: unknown
         assert float(big.sum()) == SCALAR
         assert bool(torch.isfinite(big.mean()))
+
+
+def test_cuda_autocast_norms_run_norms_in_float32_under_autocast_only():
+    from nested_attention.benchmarks.tracked_memory import cuda_autocast_norms
+
+    x, w = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16), torch.ones(8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.nn.GroupNorm(4, 8).to(torch.bfloat16)(x).dtype == torch.bfloat16  # the CPU's policy
+        with cuda_autocast_norms():
+            assert torch.nn.GroupNorm(4, 8).to(torch.bfloat16)(x).dtype == torch.float32  # CUDA's
+            assert torch.nn.functional.layer_norm(x, (4,), w[:4], w[:4]).dtype == torch.float32
+    with cuda_autocast_norms():
+        assert torch.nn.functional.layer_norm(x, (4,), w[:4], w[:4]).dtype == torch.bfloat16  # autocast off
+    assert torch.nn.functional.group_norm.__module__ == "torch.nn.functional"  # put back
