@@ -308,10 +308,10 @@ def report_validation(measured: list[dict], tracked_results: list[dict]) -> None
     tracked_by = {key(r): r for r in tracked_results}
     print(f"\n{'family':>6} {'px':>5} {'option':<26} | {'measured peak':>13} {'tracked peak':>12} {'diff':>6} | "
           f"{'measured before':>15} {'tracked before':>14} | {'measured act+rest':>17} {'tracked act+rest':>16} | "
-          f"{'non-tensor':>11} {'measured-that':>13} {'diff':>6}")
+          f"{'non-tensor':>11} {'measured-that':>13} {'diff':>6} | {'measured step':>14} {'tracked step':>13}")
     print("(non-tensor: the measured process's resident memory beyond the UNet's weights once the models exist, "
           "before any session: the tokenizer's checkpoint, Python objects, libraries; the tracked step does not "
-          "hold it)")
+          "hold it. step: the peak minus the memory before the step, what the step itself adds)")
     for m in sorted(measured, key=key):
         t = tracked_by.get(key(m))
         if t is None:
@@ -321,7 +321,8 @@ def report_validation(measured: list[dict], tracked_results: list[dict]) -> None
               f"{m['peak'] / GB:13.2f} {t['peak'] / GB:12.2f} {100 * (t['peak'] / m['peak'] - 1):+5.1f}% | "
               f"{m['before_step'] / GB:15.2f} {t['before_step'] / GB:14.2f} | "
               f"{(m['peak'] - fixed_bytes(m)) / GB:17.2f} {(t['peak'] - fixed_bytes(t)) / GB:16.2f} | "
-              f"{other / GB:11.2f} {(m['peak'] - other) / GB:13.2f} {100 * (t['peak'] / (m['peak'] - other) - 1):+5.1f}%")
+              f"{other / GB:11.2f} {(m['peak'] - other) / GB:13.2f} {100 * (t['peak'] / (m['peak'] - other) - 1):+5.1f}% | "
+              f"{(m['peak'] - m['before_step']) / GB:14.2f} {(t['peak'] - t['before_step']) / GB:13.2f}")
 
 
 def measured_in_child(args) -> list[dict]:

@@ -120,3 +120,43 @@ def test_cuda_autocast_norms_run_norms_in_float32_under_autocast_only():
     with cuda_autocast_norms():
         assert torch.nn.functional.layer_norm(x, (4,), w[:4], w[:4]).dtype == torch.bfloat16  # autocast off
     assert torch.nn.functional.group_norm.__module__ == "torch.nn.functional"  # put back
+
+
+def test_the_trainers_step_on_fake_tensors_holds_its_encoder_gradients_and_optimizer_state(
+        training, sdxl_models, helpers, tiny_models, tmp_path):
+    """The benchmark's way (the real session and optimizer step, fake tensors; here the tiny SDXL UNet stays real
+    and uncounted): what lives after a step is the encoder's weights, gradients and optimizer state, counted
+    tensor by tensor; checkpointing lowers the step's peak."""
+    import gc
+
+    from nested_attention.training.loop import optimizer_step
+    from nested_attention.training.session import open_session
+    from nested_attention.training.step import Denoiser
+
+    data = helpers.make_data(tmp_path / "data", {"a": 2, "b": 2})
+    config = helpers.tiny_config(tiny_models, data, tmp_path / "out", drop_text=0.0, drop_subject=0.0,
+                                 drop_both=0.0, precision="bf16", batch_size=2)
+    warm = open_session(config, models=sdxl_models)
+    for step in range(2):  # real steps: the features of steps 0 and 1 in the cache's memory (the host's encoders
+        optimizer_step(warm, step)  # on fake tensors are slow, and fake tensors cannot be written to the cache)
+    peaks = {}
+    for checkpointing in (False, True):
+        live = LiveBytes()
+        with fake(live):
+            session = open_session(config, models=sdxl_models)
+            session.store = warm.store
+            session.denoiser = Denoiser(sdxl_models.patcher, session.method.rule, checkpointing)
+            optimizer_step(session, 0)
+            gc.collect()
+            before = live.current
+            live.reset_peak()
+            optimizer_step(session, 1)
+            gc.collect()
+            state = [v for s in session.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+            held = tensor_bytes([*session.encoder.parameters(), *(p.grad for p in session.parameters), *state])
+            assert all(isinstance(p, torch._subclasses.fake_tensor.FakeTensor) for p in session.encoder.parameters())
+            assert live.current == before  # a step leaves what the previous one left
+            assert 0 <= live.current - held < 64 * 1024, (live.current, held)  # little beyond the three
+            peaks[checkpointing] = live.peak - before
+            del session
+    assert 0 < peaks[True] < peaks[False], peaks  # activations show, fewer with checkpointing
