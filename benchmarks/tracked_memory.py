@@ -16,10 +16,13 @@ through a dispatch mode, weak references) but rounds to CUDA's block sizes and k
 bookkeeping through module hooks that the trainer's checkpointing wrapper would make harder to read; a
 page of our own accounting is checked directly against a tensor-by-tensor count in the tests.
 
-Fake tensors have no values: ``.item()``, ``bool(t)`` and ``float(t)`` (the trainer's finite checks, the
-optimizers' step counters) get ``SCALAR``, a finite placeholder, so every check passes as it does in a
-sound step. ``nonzero`` takes every element as nonzero (the step's use: which batch rows carry a subject;
-with no subject dropped, all). Any other op whose output shape depends on values stops with PyTorch's error.
+Fake tensors have no values, but a step asks for some: which batch rows hold a subject word (``nonzero`` of
+a token mask), a timestep. So a small fake tensor (up to ``VALUE_NUMEL`` elements) made from known values
+(factories, real tensors, other known small tensors) keeps its real value beside it, computed by the same op
+on real tensors, and ``nonzero`` / ``.item()`` of it answer from that. Of a large or derived tensor the value
+is unknown: ``.item()``, ``bool(t)`` and ``float(t)`` (the trainer's finite checks of the loss and the
+gradient norm) get ``SCALAR``, a finite placeholder, so every check passes as in a sound step; ``nonzero``
+of it stops with PyTorch's error.
 """
 from __future__ import annotations
 
