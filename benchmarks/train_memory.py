@@ -321,7 +321,8 @@ def report_validation(measured: list[dict], tracked_results: list[dict]) -> None
               f"{m['peak'] / GB:13.2f} {t['peak'] / GB:12.2f} {100 * (t['peak'] / m['peak'] - 1):+5.1f}% | "
               f"{m['before_step'] / GB:15.2f} {t['before_step'] / GB:14.2f} | "
               f"{(m['peak'] - fixed_bytes(m)) / GB:17.2f} {(t['peak'] - fixed_bytes(t)) / GB:16.2f} | "
-              f"{other / GB:11.2f} {(m['peak'] - other) / GB:13.2f} {100 * (t['peak'] / (m['peak'] - other) - 1):+5.1f}% | "
+              f"{other / GB:11.2f} {(m['peak'] - other) / GB:13.2f} "
+              f"{100 * (t['peak'] / (m['peak'] - other) - 1):+5.1f}% | "
               f"{(m['peak'] - m['before_step']) / GB:14.2f} {(t['peak'] - t['before_step']) / GB:13.2f}")
 
 
