@@ -6,7 +6,7 @@ our layer patch (which chunk of the batch is which conditioning: the index in th
 import pytest
 import torch
 
-from nested_attention.nodes.host import patch as host_patch
+from fixtures.spies import record_patch_calls
 from fixtures.subjects import random_subject
 
 STEPS = 3
@@ -32,17 +32,8 @@ def loaded(tiny_models):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Every call of our layer patch: (cond_or_uncond, its output, the output of the layer's plain attention)."""
-    recorded, patch_call = [], host_patch.NestedAttentionPatch.__call__
-
-    def spy(self, q, k, v, extra):
-        out = patch_call(self, q, k, v, extra)
-        plain = self.previous(q, k, v, extra) if self.previous is not None else host_patch.host_attention(q, k, v, extra)
-        recorded.append((list(extra["cond_or_uncond"]), out, plain))
-        return out
-
-    monkeypatch.setattr(host_patch.NestedAttentionPatch, "__call__", spy)
-    return recorded
+    """Every call of our layer patch, with the output of the layer's plain attention."""
+    return record_patch_calls(monkeypatch, with_plain=True)
 
 
 def encode(clip, text):
@@ -70,7 +61,8 @@ def custom_sample(custom, model, guider):
 def changed_chunks(calls) -> dict[tuple[int, int], set]:
     """{(number of chunks in the call, chunk index): {changed?}} over every recorded layer call."""
     seen: dict = {}
-    for cond_or_uncond, out, plain in calls:
+    for call in calls:
+        cond_or_uncond, out, plain = call.cond_or_uncond, call.out, call.plain
         rows = out.shape[0] // len(cond_or_uncond)
         for chunk, index in enumerate(cond_or_uncond):
             part = slice(chunk * rows, (chunk + 1) * rows)

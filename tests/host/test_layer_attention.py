@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from nested_attention.nodes.host import patch as host_patch
+from fixtures.spies import record_patch_calls
 from fixtures.subjects import random_subject
 
 
@@ -24,16 +24,8 @@ def fresh(host, tiny_models):
 
 @pytest.fixture
 def spied(monkeypatch):
-    """Every call of our layer patch: (q, k, v, extra, its output)."""
-    calls, patch_call = [], host_patch.NestedAttentionPatch.__call__
-
-    def spy(self, q, k, v, extra):
-        out = patch_call(self, q, k, v, extra)
-        calls.append((q, k, v, extra, out))
-        return out
-
-    monkeypatch.setattr(host_patch.NestedAttentionPatch, "__call__", spy)
-    return calls
+    """Every call of our layer patch."""
+    return record_patch_calls(monkeypatch)
 
 
 def sample(model, clip, positive_text="a photo of a person", cfg=5.0):
@@ -68,7 +60,7 @@ def test_a_layers_own_attention_computes_the_rows_without_the_subject(host, fres
     assert len(host.applied_subjects(patched).layer_attention) == len(host.model_layers(model))
     sample(patched, clip)
     assert spied and len(counted) == len(spied)  # once per patched layer call, on the whole batch
-    for q, k, v, extra, out in spied:
+    for q, k, v, extra, out, *_ in spied:
         rows = uncond_rows(extra, out)
         assert rows and len(rows) < out.shape[0]
         expected = attention.attention_basic(q, k, v, extra["n_heads"]) + 0.5
@@ -84,7 +76,7 @@ def test_layers_without_their_own_attention_change_nothing(host, fresh, spied):
     patched = host.apply_subject(model, random_subject(host, model, "person"), 1.0, 0.0, 1.0)
     assert host.applied_subjects(patched).layer_attention == ()
     sample(patched, clip)
-    for q, k, v, extra, out in spied:
+    for q, k, v, extra, out, *_ in spied:
         rows = uncond_rows(extra, out)
         assert torch.equal(out[rows], attention.optimized_attention(q, k, v, extra["n_heads"])[rows])
 
@@ -110,6 +102,6 @@ def test_an_attention_override_comes_before_the_layers_own(host, fresh, spied):
     assert not own_calls and overridden
     patched_calls = [c for c in spied]
     assert len([n for n in overridden if n == patched_calls[0][0].shape[0]]) >= len(patched_calls)
-    for q, k, v, extra, out in patched_calls:
+    for q, k, v, extra, out, *_ in patched_calls:
         rows = uncond_rows(extra, out)
         assert torch.equal(out[rows], (attention.optimized_attention(q, k, v, extra["n_heads"]) * 0.5)[rows])
