@@ -115,8 +115,8 @@ def nested_rows(q, k, v, heads: int, subjects: Sequence[SubjectAttention]) -> to
     subject token's row set to 0 (V_0) and, beside them, per subject lambda times the indicator of its tokens
     (and, where a query mask keeps the original value outside it, the subject tokens' own values V_T): one
     product gives sum_{j not in T} P_qj v_j and lambda P_qT (and P_qT-weighted v_T). Then per subject
-    out_q += m_q lambda P_qT v*_q (v*_q by a fused attention over the nested keys/values) and
-    (1 - m_q) sum_{j in T} P_qj v_j. Exact: with m = 1 this is out_q of the module docstring, term for term;
+    out_q += m_q lambda P_qT v*_q (for up to ``EXPLICIT_NESTED_TOKENS`` nested tokens as the share times
+    their softmax weights, times V~; for more, v*_q by a fused attention) and (1 - m_q) sum_{j in T} P_qj v_j. Exact: with m = 1 this is out_q of the module docstring, term for term;
     the training backward then has one product with P to differentiate, no gather of its columns.
     Subject tensors are per row of q here, or shared (leading dim 1). P and the sums are float32
     whatever the input precision.
@@ -140,14 +140,14 @@ def nested_rows(q, k, v, heads: int, subjects: Sequence[SubjectAttention]) -> to
             share = share * query_mask
             out = out + next(parts) * (1 - query_mask)
         nested_k, nested_v = (rearrange(t.expand(qh.shape[0], *t.shape[1:]), "b m (h d) -> b h m d", h=heads)
-                              for t in (s.nested_keys, s.nested_values))
+                              .to(qh.dtype) for t in (s.nested_keys, s.nested_values))
         if nested_k.shape[-2] <= EXPLICIT_NESTED_TOKENS:
             # lambda P_qT v*_q = (lambda P_qT softmax(q K~^T / sqrt(d))) V~: the m nested weights times the share,
             # then one product with V~ (for few tokens m cheaper than v*_q, of the head width, times the share)
-            weights = (qh @ (nested_k.to(qh.dtype) * qh.shape[-1] ** -0.5).transpose(-1, -2)).softmax(-1, dtype=compute)
+            weights = (qh @ (nested_k * qh.shape[-1] ** -0.5).transpose(-1, -2)).softmax(-1, dtype=compute)
             out = out + (weights * share) @ nested_v.to(compute)
         else:
-            nested_value = F.scaled_dot_product_attention(qh, nested_k.to(qh.dtype), nested_v.to(qh.dtype))  # v*_q
+            nested_value = F.scaled_dot_product_attention(qh, nested_k, nested_v)  # v*_q [r, h, n_q, d]
             out = torch.addcmul(out, nested_value.to(compute), share)
     return rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
 
