@@ -26,6 +26,7 @@ it through ``generation``); ``toy_server`` and ``demo`` start ComfyUI server pro
 | ``nets.py`` / ``scoring.py`` | the scoring CNNs; scoring calls and their file format |
 | ``scorer_training.py`` / ``scorer_pipeline.py`` / ``metrics.py`` | training, held-out measurement, metrics |
 | ``preview.py`` / ``cli.py`` | contact sheets; the command line |
+| ``stage_runner.py`` | the experiment's stages side by side, one process each (``--jobs``) |
 
 On ComfyUI (besides the experiment's stages, see README.md):
 
