@@ -15,6 +15,7 @@ from PIL import Image
 from .backgrounds import draw_background
 from .errors import RenderError
 from .identity import PET, PERSON, Identity, PersonIdentity, PetIdentity
+from .look import looked_variation
 from .pen import Pen
 from .person import HEAD_X as PERSON_HEAD_X, HEAD_Y as PERSON_HEAD_Y, draw_person
 from .pet import HEAD_X as PET_HEAD_X, HEAD_Y as PET_HEAD_Y, draw_pet
@@ -51,13 +52,14 @@ class RenderedPair:
 
 
 def render(identity: Identity, scene: Scene, variation_seed: int, size: int = 64) -> Image.Image:
-    """The identity in the scene, posed and lit by ``variation_seed``: an RGB image ``size`` x ``size``."""
+    """The identity in the scene, posed and lit by ``variation_seed``: an RGB image ``size`` x ``size``.
+    The look factors the scene names replace the variation's draws (``look.looked_variation``)."""
     return render_with_mask(identity, scene, variation_seed, size).image
 
 
 def render_with_mask(identity: Identity, scene: Scene, variation_seed: int, size: int = 64) -> Rendered:
     side = _working_side(size)
-    variation = sample_variation(variation_seed, identity.key)
+    variation = looked_variation(identity.domain, scene, variation_seed, identity.key)
     head_x = PLACEMENT_X[scene.framing][scene.placement] + variation.dx
     head_y = HEAD_AT[identity.domain][scene.framing] + variation.dy
     layer = _subject_on_canvas(identity, variation, side, UNIT[identity.domain][scene.framing], head_x, head_y, scene.background)
@@ -79,7 +81,7 @@ def render_two(person: PersonIdentity, pet: PetIdentity, scene: Scene, variation
     side = _working_side(size)
     layers = []
     for identity, where in ((person, side_name), (pet, pet_side)):
-        variation = sample_variation(variation_seed, identity.key)
+        variation = looked_variation(identity.domain, scene, variation_seed, identity.key)
         head_y = HEAD_AT[identity.domain][scene.framing] + variation.dy
         layers.append(_subject_on_canvas(identity, variation, side, TWO_UNIT[scene.framing],
                                          TWO_X[where] + 0.5 * variation.dx, head_y, scene.background))
