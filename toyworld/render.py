@@ -6,7 +6,7 @@ styles are applied at twice the output size. Pure PIL/numpy: the same inputs giv
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -71,7 +71,8 @@ def render_with_mask(identity: Identity, scene: Scene, variation_seed: int, size
 def render_two(person: PersonIdentity, pet: PetIdentity, scene: Scene, variation_seed: int, size: int = 64,
                person_side: Optional[str] = None) -> RenderedPair:
     """A person on one side and a dog on the other. ``person_side`` defaults to the scene's
-    placement ("left"/"right"; "center" means left). Each subject's mask is its visible part."""
+    placement ("left"/"right"; "center" means left). Each subject's mask is its visible part. The
+    dog's tail side (where a standing or lying body reaches) points away from the person."""
     if not isinstance(person, PersonIdentity) or not isinstance(pet, PetIdentity):
         raise RenderError("render_two takes a PersonIdentity and a PetIdentity, in that order")
     side_name = person_side or ("right" if scene.placement == "right" else "left")
@@ -82,6 +83,8 @@ def render_two(person: PersonIdentity, pet: PetIdentity, scene: Scene, variation
     layers = []
     for identity, where in ((person, side_name), (pet, pet_side)):
         variation = looked_variation(identity.domain, scene, variation_seed, identity.key)
+        if identity.domain == PET:  # a standing or lying dog's body and tail reach away from the person
+            variation = replace(variation, tail_side=1 if where == "right" else -1)
         head_y = HEAD_AT[identity.domain][scene.framing] + variation.dy
         layers.append(_subject_on_canvas(identity, variation, side, TWO_UNIT[scene.framing],
                                          TWO_X[where] + 0.5 * variation.dx, head_y, scene.background))
