@@ -13,7 +13,7 @@ from dataclasses import replace
 from .identity import PERSON, PET
 from .variation import ACCESSORIES, EXPRESSIONS, HATS, POSES, SHIRT_COLOURS, Variation, sample_variation
 
-SHIRT_WORDS = {name: f"in a {name.replace('_', ' ')} shirt" for name in SHIRT_COLOURS}
+SHIRT_WORDS = {name: f"in {'an' if name[0] in 'aeiou' else 'a'} {name.replace('_', ' ')} shirt" for name in SHIRT_COLOURS}
 EXPRESSION_WORDS = {"smile": "smiling", "neutral": "serious", "open": "laughing"}
 HAT_WORDS = {"none": "without a hat", "cap": "wearing a cap", "top_hat": "wearing a top hat",
              "crown": "wearing a crown"}
