@@ -22,7 +22,8 @@ import torch
 
 from .base_model import CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_model, save_file
 from .description import attribute_words
-from .scene import all_scenes, caption, caption_two
+from .look import LOOK_FACTORS
+from .scene import Scene, all_scenes, caption, caption_two
 from .comfy_runtime import load_host
 from .identity import DOMAINS
 from .progress import progress_bar
@@ -40,11 +41,17 @@ class BaseConfig:
 
 
 def world_captions() -> list[str]:
-    """Every class-word caption the world writes (one subject of each domain, two subjects), then "";
-    then every word of an appearance phrase (the text encoder's vocabulary)."""
+    """Every class-word caption the world writes without a look (one subject of each domain, two
+    subjects), each look phrase in one caption of its domain and one two-subject caption, then "";
+    then every word of an appearance or look phrase (the text encoder's vocabulary). Small: the
+    combinations of looks and scenes are not enumerated."""
     scenes = all_scenes()
     texts = [caption(d, s) for d in DOMAINS for s in scenes]
     texts += [caption_two(s, side) for s in scenes for side in ("left", "right")]
+    for domain, factors in LOOK_FACTORS.items():
+        for factor, values in factors.items():
+            for value in values:
+                texts += [caption(domain, Scene(**{factor: value})), caption_two(Scene(**{factor: value}), "left")]
     return sorted(set(texts)) + [""] + attribute_words()
 
 
