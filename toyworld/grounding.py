@@ -5,6 +5,8 @@ source says which of its words name a region of the image:
 
 * the class word of each subject ("person", "dog") -> that subject's mask: region ``subject`` in a
   one-subject image, ``person`` / ``pet`` in a two-subject one;
+* the content words of each look value the caption names ("red shirt", "top hat", "smiling",
+  "party hat", "sitting") -> that subject's mask (a named absence, "without a hat", draws nothing);
 * the background phrase's content words ("snow", "night", "beach", "forest"; "red background" ...)
   -> region ``background``: everything outside every subject's mask.
 
@@ -26,11 +28,13 @@ import torch
 
 from .errors import GroundingError
 from .identity import DOMAINS
+from .look import LOOK_WORDS, named_look
 from .scene import BACKGROUND_WORDS, Scene, class_word
 
 SUBJECT_REGIONS = ("subject", "person", "pet")  # a subject mask each (what the data stores)
 REGIONS = SUBJECT_REGIONS + ("background",)  # background: outside every subject mask
 STOP_WORDS = frozenset({"a", "an", "the", "on", "in", "at", "of"})
+LEADING_WORDS = STOP_WORDS | {"wearing"}  # what a look phrase holds before its content words
 
 
 def background_phrase(background: str) -> str:
@@ -40,10 +44,18 @@ def background_phrase(background: str) -> str:
 
 
 def look_phrases(domain: str, scene: Scene) -> list[str]:
-    """LOOK WORDS: the caption's words that describe how the subject looks in this image (a hat, a
-    shirt colour ...), grounded to the subject's mask. Empty until the captions carry look factors;
-    the helper that adds them to ``Scene`` and the captions lists their phrases here."""
-    return []
+    """The content words of each look value the caption names for ``domain``'s subject ("in a red shirt"
+    -> "red shirt", "wearing a top hat" -> "top hat", "smiling"), grounded to that subject's mask. A
+    named absence ("without a hat") draws nothing and is not grounded."""
+    return [" ".join(_content_words(LOOK_WORDS[domain][factor][value]))
+            for factor, value in named_look(domain, scene).items() if value != "none"]
+
+
+def _content_words(phrase: str) -> list[str]:
+    words = phrase.split()
+    while words and words[0] in LEADING_WORDS:
+        words = words[1:]
+    return words
 
 
 def grounded_phrases(domains: Sequence[str], scene: Scene) -> list[tuple[str, str]]:

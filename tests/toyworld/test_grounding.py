@@ -157,3 +157,17 @@ def test_grounded_images_need_one_phrase_list_per_mask_set():
         GroundedImages([[("dog", "subject")]], np.zeros((2, 3, 8, 8), np.uint8))
     with pytest.raises(GroundingError, match=r"uint8 \[N, 3"):
         PooledRegions(np.zeros((2, 8, 8), np.uint8))
+
+
+def test_named_look_values_are_grounded_to_their_own_subject_and_a_named_absence_is_not():
+    from nested_attention.toyworld.grounding import grounded_phrases
+    from nested_attention.toyworld.scene import Scene
+
+    scene = Scene("red", "left", "full", "photo", shirt="red", expression="smile", hat="none", accessory="party_hat",
+                  pose="sitting")
+    grounded = grounded_phrases(("person", "pet"), scene)
+    assert ("red shirt", "person") in grounded and ("smiling", "person") in grounded
+    assert ("party hat", "pet") in grounded and ("sitting", "pet") in grounded
+    assert ("red background", "background") in grounded
+    assert not any("hat" == p or p.startswith("without") for p, _ in grounded)
+    assert [p for p, _ in grounded_phrases(("person",), Scene("snow"))] == ["person", "snow"]
