@@ -58,8 +58,8 @@ def test_described_captions_ground_the_class_word_and_only_the_backgrounds_colou
     from nested_attention.toyworld.identity import sample_identity
 
     _, clip, _ = base
-    person = next(sample_identity("person", i) for i in range(500)
-                  if sample_identity("person", i).hair_colour == "red" and sample_identity("person", i).hair_style != "bald")
+    people = (sample_identity("person", i) for i in range(500))
+    person = next(p for p in people if p.hair_colour == "red" and p.hair_style != "bald")
     scene = Scene("red", "left")
     text = described_caption(person, scene)
     assert text.count("red") == 2
