@@ -6,11 +6,11 @@
   single-file layout of ComfyUI's CheckpointSave;
 * ``clip_vision/toyworld_clip_vision.safetensors``: the frozen CLIP vision tower, fp16.
 
-The UNet is trained with the grounding loss from ``grounding_from`` on (``grounding_loss.py``: the
-caption's grounded words, ``grounding.py``, draw their attention into their regions; the images'
-subject masks are pooled to the layer grids once). The UNet is trained on the model as ComfyUI loads it: a provisional checkpoint (fresh UNet, the
+The UNet is trained on the model as ComfyUI loads it: a provisional checkpoint (fresh UNet, the
 trained VAE, the text encoder) is written first and loaded through ComfyUI's own loader, so a
-file ComfyUI cannot read fails here, before any training time is spent.
+file ComfyUI cannot read fails here, before any training time is spent. From ``grounding_from`` on
+the grounding loss is added (``grounding_loss.py``: the caption's grounded words, ``grounding.py``,
+draw their attention into their regions; the images' subject masks are pooled to the layer grids once).
 """
 from __future__ import annotations
 

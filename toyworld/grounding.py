@@ -91,8 +91,8 @@ def caption_phrase_masks(clip, text: str, phrases: Sequence[str]) -> torch.Tenso
     masks = phrase_masks(words, phrases)
     missing = [p for p, m in zip(phrases, masks) if not m.any()]
     if missing:
-        raise GroundingError(f"caption {text!r} does not hold the grounded phrase(s) {missing}: the caption and "
-                         "its grounding source (domains, scene) disagree; ground the scene the caption was written from")
+        raise GroundingError(f"caption {text!r} does not hold the grounded phrase(s) {missing}: the caption and its "
+                             "grounding source (domains, scene) disagree; ground the scene it was written from")
     return masks
 
 

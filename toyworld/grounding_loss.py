@@ -48,8 +48,9 @@ class PooledRegions:
 
     def at(self, grid: tuple[int, int]) -> torch.Tensor:
         if grid not in self._pooled:
-            parts = [F.adaptive_avg_pool2d(torch.from_numpy(region_masks(self.masks[i:i + self.chunk])), grid).flatten(2)
-                     for i in range(0, len(self.masks), self.chunk)]
+            chunks = (torch.from_numpy(region_masks(self.masks[i:i + self.chunk]))
+                      for i in range(0, len(self.masks), self.chunk))
+            parts = [F.adaptive_avg_pool2d(chunk, grid).flatten(2) for chunk in chunks]
             self._pooled[grid] = torch.cat(parts)
         return self._pooled[grid]
 

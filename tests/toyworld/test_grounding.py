@@ -53,6 +53,25 @@ def test_caption_slots_find_each_phrase_in_the_caption_tokens(base):
         caption_slots(clip, [caption("person", scene)], [grounded_phrases(("pet",), scene)])
 
 
+def test_described_captions_ground_the_class_word_and_only_the_backgrounds_colour(base):
+    from nested_attention.toyworld.description import described_caption
+    from nested_attention.toyworld.identity import sample_identity
+
+    _, clip, _ = base
+    people = (sample_identity("person", i) for i in range(500))
+    person = next(p for p in people if p.hair_colour == "red" and p.hair_style != "bald")
+    scene = Scene("red", "left")
+    text = described_caption(person, scene)
+    assert text.count("red") == 2
+    tokens, regions = caption_slots(clip, [text], [grounded_phrases(("person",), scene)])
+    assert regions.tolist() == [[0, 3]] and tokens[0].sum(1).tolist() == [1, 2]  # "person"; "red background"
+    from nested_attention.nodes import host
+
+    _, words = host.prompt_words(clip, text)
+    reds = [positions for word, positions in words.words if word == "red"]
+    assert len(reds) == 2 and not tokens[0, 1, list(reds[0])].any() and tokens[0, 1, list(reds[1])].all()
+
+
 def test_region_masks_put_the_background_outside_every_subject():
     masks = np.zeros((1, 3, 4, 4), np.uint8)
     masks[0, 1, :, :2] = 255  # person on the left
