@@ -1,7 +1,7 @@
 """The trade-off plot the paper's claim is about: identity (y) against prompt alignment (x).
 
-One polyline per method through its strength sweep (nested attention: lambda, single token: value
-scale, decoupled cross-attention: scale), each point labelled with its strength; the base without a
+One polyline per method through its strength sweep (nested attention and the IP-Adapter file
+through the nested rule: lambda, single token: value scale, decoupled cross-attention: scale), each point labelled with its strength; the base without a
 subject, the base with the attribute caption (oracle text) and the renders as labelled points (the
 renders are named in the legend when they lie far above everything else); the standard errors
 clustered by identity as error bars. Input: ``evaluation.sweep_scores``. PIL only.
@@ -88,8 +88,10 @@ def tradeoff_plot(sweep: dict) -> Image.Image:
             px, py = _marker(draw, box, point, colour, filled=True)
             draw.text((px + 6, py - 6), strength, fill=colour, font=small, anchor="lb")
         draw.line([(right + 20, legend_y + 8), (right + 44, legend_y + 8)], fill=colour, width=2)
-        draw.text((right + 50, legend_y + 8), method, fill=colour, font=small, anchor="lm")
-        legend_y += 22
+        for line in textwrap.wrap(method, 48):
+            draw.text((right + 50, legend_y + 8), line, fill=colour, font=small, anchor="lm")
+            legend_y += 16
+        legend_y += 6
     for n, (name, scores) in enumerate(sweep["points"].items()):
         colour, point = POINT_COLOURS[n % len(POINT_COLOURS)], Point.of(scores)
         text = name
@@ -103,8 +105,8 @@ def tradeoff_plot(sweep: dict) -> Image.Image:
             draw.text((right + 50, legend_y + 8), line, fill=colour, font=small, anchor="lm")
             legend_y += 16
         legend_y += 6
-    for note in ("numbers: strength (1 = the main table)", "nested: lambda; single token: value",
-                 "scale; decoupled: scale", "bars: ± SE clustered by identity"):
+    for note in ("numbers: strength (1 = the main table)", "nested, IP-Adapter file: lambda;",
+                 "single token: value scale; decoupled: scale", "bars: ± SE clustered by identity"):
         draw.text((right + 20, legend_y + 14), note, fill=(80, 80, 80), font=small, anchor="lm")
         legend_y += 16
     return image
