@@ -74,7 +74,7 @@ DEFAULT_SWEEPS = ((OURS, (0.5, 1.0, 2.0, 3.0)), (method_row(SINGLE_TOKEN), (0.5,
 
 @dataclass(frozen=True)
 class EvalConfig:
-    # sized for make toyworld-eval's 15 min on 2 cores: evaluation_size calls (1,003 with the oracles of
+    # sized for make toyworld-eval's 15 min on 2 cores: evaluation_size calls (982 with the oracles of
     # every identity) at ~0.7 s each on one thread (README, "The experiment", evaluate)
     ids_per_domain: int = 10  # held-out identities 1800.. of each domain
     gallery: int = 4  # renders of each identity its images are compared with

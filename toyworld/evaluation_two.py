@@ -10,8 +10,10 @@ Rows (each image the same seed in every row):
 Each half is scored against halves of two-subject renders of its own identity (``pair_gallery``).
 **Leakage** is measured inside a domain's identity model: the *other* half scored against the subject's
 gallery, i.e. ``person_in_dog_half`` = the right (dog) half's identity score towards the person, and
-``dog_in_person_half`` = the left (person) half's score towards the dog. The base's values are the level
-of no leakage (the same seeds without any subject); a subject leaks by how much a row's value exceeds it.
+``dog_in_person_half`` = the left (person) half's score towards the dog. The level of no leakage is the
+row with region masks (same seeds, same subjects, each confined to its half): without regions a subject
+leaks by how much the other half's score towards it exceeds that row's. (Not the base's: a half that shows
+its own subject moves towards or away from the other subject's gallery by itself.)
 
 **The demo** (``demo_choice``): a rule written before looking at any image: the evaluation's first
 pair, its first two-subject prompt, the evaluation's seed of that image, strength 1, regions and whole

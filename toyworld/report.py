@@ -144,19 +144,20 @@ def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
 def two_subject_table(two: dict, config: EvalConfig) -> list[str]:
     if not two:
         return []
-    base = two[BASE]
+    confined = two.get(OURS, two[BASE])
     lines = ["", f"Two subjects in one image ({config.pairs} held-out person/dog pairs x {len(TWO_SUBJECT_SCENES)} "
              "prompts; person = left half, dog = right half; each half scored against halves of two-subject renders "
              "of its identity; ± clustered by pair). Regions: one Apply per subject with its half as region mask; "
              f"*{NO_REGIONS}*: both subjects applied to the whole image, the words alone bind them. Leakage: the "
              "other half scored against a subject's gallery (person → dog half: the dog half's identity score "
              "towards the person; dog → person half: the person half's towards the dog), in parentheses minus the "
-             "base's (same seeds, no subject: no leakage).", "",
+             f"row with region masks (*{OURS}*: same seeds and subjects, each confined to its half: no leakage).", "",
              "| row | person identity ↑ | dog identity ↑ | person → dog half ↓ | dog → person half ↓ | background ↑ "
              "| style ↑ |", "|---|---|---|---|---|---|---|"]
     for name, parts in two.items():
         person, dog = parts["person"], parts["dog"]
-        leaks = [f"{parts[k]['identity']:.3f} ({parts[k]['identity'] - base[k]['identity']:+.3f})"
+        leaks = [f"{parts[k]['identity']:.3f}" + ("" if parts is confined else
+                                                   f" ({parts[k]['identity'] - confined[k]['identity']:+.3f})")
                  for k in ("person_in_dog_half", "dog_in_person_half")]
         lines.append(f"| {name} | {_pm(person['identity'], person['identity_se'])} | "
                      f"{_pm(dog['identity'], dog['identity_se'])} | {leaks[0]} | {leaks[1]} | "
