@@ -42,3 +42,19 @@ def test_the_loader_reads_it_as_nested_weights_that_give_the_decoupled_subject(h
     assert torch.allclose(ours.tokens, theirs.tokens, atol=1e-5)
     for layer, (k, v) in theirs.nested.items():
         assert torch.allclose(ours.nested[layer][0], k, atol=1e-5) and torch.allclose(ours.nested[layer][1], v, atol=1e-5)
+
+
+def test_an_encoder_no_ip_adapter_file_can_hold_leaves_the_row_out_with_a_notice(host, tmp_path, caplog):
+    from nested_attention.nested_attention_core.encoder import EncoderConfig, SubjectEncoder
+    from nested_attention.toyworld.evaluation import IP_ADAPTER_ROW
+    from nested_attention.toyworld.family import TOY_FAMILY
+    from nested_attention.toyworld.publish import with_ip_adapter_row
+
+    methods = load_methods(COMMITTED_WEIGHTS)
+    assert set(with_ip_adapter_row(methods, tmp_path)) == {*methods, IP_ADAPTER_ROW}
+    # the smoke preset's encoder: 2 heads of 16, an attention width IP-Adapter's 64 per head cannot split
+    small = SubjectEncoder(EncoderConfig(num_tokens=2, width=32, depth=1, heads=2, dim_head=16, ff_mult=2,
+                                         image_feature_dim=64, output_dim=64), list(TOY_FAMILY.layers))
+    methods["decoupled cross-attention"] = (methods["decoupled cross-attention"][0], small)
+    assert with_ip_adapter_row(methods, tmp_path / "small") == methods
+    assert f"leaves out the row '{IP_ADAPTER_ROW}'" in caplog.text
