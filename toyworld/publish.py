@@ -187,7 +187,7 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
     (results_dir / "results.md").write_text(markdown_report(scores, config, calls))
     tradeoff_plot(scores["sweep"]).save(results_dir / "tradeoff.png")
     ids = config.ids()[:2]
-    keys = [(d, i, scene) for d in (PERSON, PET) for i in ids for scene in config.scenes()[:3]]
+    keys = [(d, i, scene) for d in (PERSON, PET) for i in ids for scene in config.scenes_for(d, i)[:3]]
     refs = {(d, i): evaluation_reference(d, i) for d in (PERSON, PET) for i in ids}
     references = {k: (np.asarray(r.image), np.asarray(r.mask)) for k, r in refs.items()}
     two_rows = result["two_rows"]
