@@ -260,3 +260,11 @@ def test_published_oracles_are_found_by_method_name_and_their_absence_is_said(tm
     save_subject(tmp_path / ORACLE_DIR / "decoupled" / "pet_1801.safetensors", subject)
     (key, loaded), = load_oracle_subjects(tmp_path).items()
     assert key == ("decoupled cross-attention", "pet", 1801) and loaded.word == "dog"
+
+
+def test_the_default_evaluation_fits_make_toyworld_evals_budget():
+    """916 KSampler calls with the oracles of every identity: at 0.69-0.88 s per call (README) 630-810 s,
+    within make toyworld-eval's 15 minutes; a change of the defaults changes this number on purpose."""
+    oracles = [(m, d, i) for m in (OURS, "decoupled cross-attention") for d in ("person", "pet") for i in range(1800, 1812)]
+    assert evaluation_size(EvalConfig(), [*METHOD_RULES], oracles) == 916
+    assert evaluation_size(EvalConfig(), [*METHOD_RULES], oracles) * 0.85 <= 780
