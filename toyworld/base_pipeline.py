@@ -6,7 +6,9 @@
   single-file layout of ComfyUI's CheckpointSave;
 * ``clip_vision/toyworld_clip_vision.safetensors``: the frozen CLIP vision tower, fp16.
 
-The UNet is trained on the model as ComfyUI loads it: a provisional checkpoint (fresh UNet, the
+The UNet is trained with the grounding loss from ``grounding_from`` on (``grounding_loss.py``: the
+caption's grounded words, ``grounding.py``, draw their attention into their regions; the images'
+subject masks are pooled to the layer grids once). The UNet is trained on the model as ComfyUI loads it: a provisional checkpoint (fresh UNet, the
 trained VAE, the text encoder) is written first and loaded through ComfyUI's own loader, so a
 file ComfyUI cannot read fails here, before any training time is spent.
 """
@@ -22,9 +24,12 @@ import torch
 
 from .base_model import CHECKPOINT_NAME, CLIP_VISION_NAME, checkpoint_state, load_checkpoint, new_model, save_file
 from .description import attribute_words
-from .scene import all_scenes, caption, caption_two
+from .look import LOOK_FACTORS
+from .scene import Scene, all_scenes, caption, caption_two
 from .comfy_runtime import load_host
 from .identity import DOMAINS
+from .grounding import GroundedImages, caption_slots
+from .grounding_loss import GroundingLoss, PooledRegions
 from .progress import progress_bar
 from .unet_training import UNetTrainConfig, encode_captions, train_unet
 from .vae_training import VaeTrainConfig, new_taesd, raw_latents, reconstruction_error, train_taesd
@@ -40,11 +45,17 @@ class BaseConfig:
 
 
 def world_captions() -> list[str]:
-    """Every class-word caption the world writes (one subject of each domain, two subjects), then "";
-    then every word of an appearance phrase (the text encoder's vocabulary)."""
+    """Every class-word caption the world writes without a look (one subject of each domain, two
+    subjects), each look phrase in one caption of its domain and one two-subject caption, then "";
+    then every word of an appearance or look phrase (the text encoder's vocabulary). Small: the
+    combinations of looks and scenes are not enumerated."""
     scenes = all_scenes()
     texts = [caption(d, s) for d in DOMAINS for s in scenes]
     texts += [caption_two(s, side) for s in scenes for side in ("left", "right")]
+    for domain, factors in LOOK_FACTORS.items():
+        for factor, values in factors.items():
+            for value in values:
+                texts += [caption(domain, Scene(**{factor: value})), caption_two(Scene(**{factor: value}), "left")]
     return sorted(set(texts)) + [""] + attribute_words()
 
 
@@ -74,9 +85,11 @@ def load_vae(path):
 
 
 def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseConfig, vae_dir, clip_dir,
-               bar=None) -> dict:
+               bar=None, grounded: GroundedImages | None = None) -> dict:
     """Train and write the base model from uint8 images [N, 64, 64, 3] and their captions, with the VAE
     of ``vae_dir`` (``build_vae``) and the toy CLIP of ``clip_dir`` (``clip_training.build_clip``).
+    ``grounded``: the images' grounded phrases and subject masks, needed when the config's
+    ``grounding_weight`` > 0.
 
     ``bar(total, desc)`` makes a progress bar (tqdm-like) or is None. Returns the report (also
     written to ``out_dir/base_report.json``)."""
@@ -110,12 +123,19 @@ def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseCon
     report["latents"] = {"mean": float(latents.mean()), "std": float(latents.std()),
                          "seconds": round(time.perf_counter() - started, 1)}
 
+    grounding = None
+    if config.unet.grounding_weight > 0:
+        grounding = grounding_loss(clip, patcher, unique, captions, grounded, config.unet.grounding_cap)
+
     started = time.perf_counter()
     with progress_bar(bar, config.unet.steps, "base: UNet") as progress:
-        losses = train_unet(model, latents, caption_ids, conds, index[""], config.unet, progress)
+        losses = train_unet(model, latents, caption_ids, conds, index[""], config.unet, progress, grounding)
+    denoising, terms = losses["denoising"], losses["grounding"]
     report["unet"] = {"seconds": round(time.perf_counter() - started, 1),
-                      "loss_first_100": round(float(np.mean(losses[:100])), 4),
-                      "loss_last_100": round(float(np.mean(losses[-100:])), 4),
+                      "loss_first_100": round(float(np.mean(denoising[:100])), 4),
+                      "loss_last_100": round(float(np.mean(denoising[-100:])), 4),
+                      "grounding_first_100": round(float(np.mean(terms[:100])), 4) if terms else None,
+                      "grounding_last_100": round(float(np.mean(terms[-100:])), 4) if terms else None,
                       "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
 
     checkpoint = save_file(checkpoint_state(model, clip.get_sd(), vae.state_dict()),
@@ -125,6 +145,25 @@ def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseCon
     report["files"] = {"checkpoint": str(checkpoint), "clip_vision": str(models_dir / "clip_vision" / CLIP_VISION_NAME)}
     (out_dir / "base_report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def grounding_loss(clip, patcher, unique: list[str], captions: list[str], grounded: GroundedImages | None,
+                   cap: float) -> GroundingLoss:
+    """The grounding loss over the training images: each unique caption's grounded phrases (token
+    positions by ``grounding.caption_slots``), the images' masks pooled once per layer grid."""
+    from .errors import GroundingError
+
+    if grounded is None or len(grounded.phrases) != len(captions):
+        have = "none" if grounded is None else f"{len(grounded.phrases)}"
+        raise GroundingError(f"the grounding loss needs each image's grounded phrases and masks ({have} given for "
+                             f"{len(captions)} images): pass grounded=GroundedImages(...), or set grounding_weight=0")
+    phrases_of: dict[str, list] = {}
+    for text, phrases in zip(captions, grounded.phrases):
+        if phrases_of.setdefault(text, list(phrases)) != list(phrases):
+            raise GroundingError(f"caption {text!r} is grounded two ways ({phrases_of[text]} and {list(phrases)}): "
+                                 "ground each image from the source its caption was written from")
+    tokens, regions = caption_slots(clip, unique, [phrases_of.get(text, []) if text else [] for text in unique])
+    return GroundingLoss(tokens, regions, PooledRegions(grounded.masks), cap, patcher)
 
 
 def raw_to_vae_latent(vae, raw: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from .publish import (COMMITTED_RESULTS, COMMITTED_WEIGHTS, RESULTS_FORMAT, comp
 from .identity import DOMAINS, HELDOUT_START
 from .preview import contact_sheet, default_identities
 from .scorer_pipeline import ScorerPipelineConfig, train_scorers
+from .stage_runner import run_parallel
 from .scorer_training import FitConfig
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     experiment = commands.add_parser("experiment", help="run the experiment's stages (finished stages are skipped)")
     experiment.add_argument("out_dir", type=Path, help="output folder (data, models, runs, results)")
     experiment.add_argument("--preset", default="full", choices=sorted(PRESETS),
-                            help="full: the published experiment (<= 90 min on 2 cores); smoke: tiny sizes (default: full)")
+                            help="full: the published experiment (<= 150 min on 2 cores); smoke: tiny sizes (default: full)")
     experiment.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                             help="stages to run, in order (default: all)")
+    experiment.add_argument("--jobs", type=int, default=1,
+                            help="stages run at once, each in its own process as soon as the stages it builds on "
+                                 "are done (scorers, vae and clip side by side); 1: one after another in this "
+                                 "process (default: 1; `make toyworld` uses 3)")
     experiment.add_argument("--update-repository", action="store_true",
                             help="finally copy the published weights to toyworld/weights and the results to "
                                  "docs/toyworld (what gets committed)")
@@ -116,7 +121,10 @@ def main(argv=None) -> int:
             report = train_scorers(args.out_dir, config)
             log.info("held-out report:\n%s", json.dumps({k: report[k] for k in ("identity", "scene", "timings")}, indent=1))
         elif args.command == "experiment":
-            run_experiment(args.out_dir, args.preset, args.stages)
+            if args.jobs == 1:
+                run_experiment(args.out_dir, args.preset, args.stages)
+            else:
+                run_parallel(args.out_dir, args.preset, args.stages, args.jobs)
             if args.update_repository:
                 update_repository(args.out_dir)
         elif args.command == "evaluate":

@@ -5,7 +5,7 @@ Training folder (what ``training/data.py`` scans)::
     root/
       subjects.json            {"person_0042": "person", "pet_0007": "dog", ...}  (the trainer's default)
       words.json               the same mapping, under the name the toy-world brief uses
-      toyworld.json            what every image shows: identity, scene, variation seed (for evaluations)
+      toyworld.json            what every image shows: identity, scene, variation seed, realised look
       person_0042/
         000.png  000.txt       render + caption ("a photo of a person in the snow, on the left")
         masks/000.png          the subject's mask (white = subject), the trainer's mask layout
@@ -25,6 +25,7 @@ import numpy as np
 from .errors import DatasetError
 from .identity import CLASS_WORDS, DOMAINS, is_heldout, sample_identity, subject_key
 from .render import render, render_with_mask
+from .look import realised_look
 from .rng import key_seed
 from .scene import Scene, caption, sample_scene
 
@@ -47,9 +48,15 @@ class Sample:
     def key(self) -> str:
         return subject_key(self.domain, self.identity_id)
 
+    @property
+    def look(self) -> dict[str, str]:
+        """What the render shows of its domain's look factors (``look.realised_look``)."""
+        return realised_look(self.domain, self.scene, self.variation_seed, self.key)
+
 
 def make_samples(domains: Sequence[str], identity_ids: Iterable[int], per_identity: int, seed: int) -> list[Sample]:
-    """``per_identity`` samples of every (domain, id), each with a random scene and variation seed."""
+    """``per_identity`` samples of every (domain, id), each with a random scene (naming only its
+    domain's look, ``Scene.for_domain``) and variation seed."""
     if per_identity < 1:
         raise DatasetError(f"per_identity {per_identity} must be at least 1")
     ids = list(identity_ids)
@@ -62,7 +69,8 @@ def make_samples(domains: Sequence[str], identity_ids: Iterable[int], per_identi
         for identity_id in ids:
             for n in range(per_identity):
                 key = ("toyworld-sample", seed, domain, identity_id, n)
-                samples.append(Sample(domain, identity_id, sample_scene(*key), key_seed(*key) & 0x7FFFFFFF))
+                samples.append(Sample(domain, identity_id, sample_scene(*key).for_domain(domain),
+                                      key_seed(*key) & 0x7FFFFFFF))
     return samples
 
 
@@ -115,7 +123,8 @@ def write_training_folder(root, domains: Sequence[str], identity_ids: Iterable[i
         (folder / f"{name}.txt").write_text(caption(sample.domain, sample.scene) + "\n", encoding="utf-8")
         if masks:
             rendered.mask.save(folder / MASK_FOLDER / f"{name}.png")
-        manifest.append({"file": f"{sample.key}/{name}.png", **asdict(sample), "box": list(rendered.box)})
+        manifest.append({"file": f"{sample.key}/{name}.png", **asdict(sample), "look": sample.look,
+                         "box": list(rendered.box)})
         if progress is not None:
             progress(1)
     for words_file in WORDS_FILES:

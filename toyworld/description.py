@@ -7,10 +7,14 @@ eyes, long red hair, freckles and round glasses"); ``described_caption`` puts it
 stands in a scene caption, so the class word (the subject word of nested attention) is still there:
 
     "a watercolor painting of a person with ..., in the snow, on the left"
+
+The look factors the scene names (``look.py``) stand as in ``scene.caption``, the suffix phrases
+after the attributes: "a photo of a smiling person with ..., in a red shirt wearing a cap, in the snow, on the left".
 """
 from __future__ import annotations
 
 from .identity import ATTRIBUTES, CLASS_WORDS, PERSON, Identity
+from .look import LOOK_WORDS, PREFIX_FACTORS, SUFFIX_FACTORS, look_words, named_look
 from .scene import BACKGROUND_WORDS, PLACEMENT_WORDS, Scene, medium_phrase
 
 SPACING_WORDS = {"close": "close-set ", "medium": "", "wide": "wide-set "}
@@ -51,9 +55,14 @@ def appearance(identity: Identity) -> str:
 
 
 def described_caption(identity: Identity, scene: Scene) -> str:
-    """The scene caption with the subject described: 'a photo of a dog with ..., on the beach, in the center'."""
-    return (f"{medium_phrase(scene)} a {appearance(identity)}, {BACKGROUND_WORDS[scene.background]}, "
-            f"{PLACEMENT_WORDS[scene.placement]}")
+    """The scene caption with the subject described: 'a photo of a dog with ..., on the beach, in the center';
+    the scene's look of the identity's domain named around it."""
+    named = named_look(identity.domain, scene)
+    words = LOOK_WORDS[identity.domain]
+    before = "".join(f"{words[f][named[f]]} " for f in PREFIX_FACTORS if f in named)
+    after = "".join(f"{words[f][named[f]]} " for f in SUFFIX_FACTORS if f in named).strip()
+    return (f"{medium_phrase(scene)} a {before}{appearance(identity)}, {after + ', ' if after else ''}"
+            f"{BACKGROUND_WORDS[scene.background]}, {PLACEMENT_WORDS[scene.placement]}")
 
 
 def attribute_words() -> list[str]:
@@ -61,7 +70,7 @@ def attribute_words() -> list[str]:
     words = set(SPACING_WORDS.values()) | {"with", "and", "a", "face", "skin", "eyes", "hair", "bald", "head",
                                           "freckles", "scar", "mole", "glasses", "sunglasses", "ears", "fur",
                                           "solid", "spots", "eye", "patch", "blaze", "saddle", "snout", "nose",
-                                          "collar", *CLASS_WORDS.values()}
+                                          "collar", *CLASS_WORDS.values(), *look_words()}
     for domain in ATTRIBUTES:
         for _, values in ATTRIBUTES[domain]:
             words.update(_words(v) for v in values)

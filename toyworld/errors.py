@@ -27,3 +27,7 @@ class ScorerError(ToyWorldError):
 
 class ExperimentError(ToyWorldError):
     """A stage asked for before the stages it needs, or published weights that are incomplete."""
+
+
+class GroundingError(ToyWorldError):
+    """A caption whose grounded words (grounding.py) it does not hold, or region masks that do not fit."""

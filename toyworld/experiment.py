@@ -27,9 +27,10 @@ from .generation import SamplerSettings
 from .progress import tqdm_bar
 from .oracle import OracleConfig, train_oracles
 from .publish import METHODS, publish, publish_oracles, run_evaluation
-from .dataset import MANIFEST_FILE, write_training_folder
+from .dataset import MANIFEST_FILE, MASK_FOLDER, write_training_folder
 from .errors import ExperimentError
 from .family import TOY_FAMILY
+from .grounding import SUBJECT_REGIONS, GroundedImages, grounded_phrases
 from .identity import DOMAINS, heldout_ids, sample_identity, train_ids
 from .render import render_two
 from .rng import key_seed
@@ -108,7 +109,7 @@ PRESETS = {
                                      scene_fit=FitConfig(epochs=1)),
         vae=VaeTrainConfig(steps=3, batch=4),
         clip=ClipTrainConfig(steps=2, batch=8, warmup=1, same_scene=1),
-        base=BaseConfig(unet=UNetTrainConfig(steps=3, batch=4, warmup=1)),
+        base=BaseConfig(unet=UNetTrainConfig(steps=3, batch=4, warmup=1, grounding_from=1)),
         encoders=EncoderStageConfig(steps=2, batch=4, warmup=1, validation_ids=2, num_tokens=2, width=32, depth=1,
                                     heads=2, dim_head=16),
         oracles=OracleConfig(renders=2, steps=2, batch=1, ids_per_domain=1, heldout_renders=1, heldout_draws=1),
@@ -159,16 +160,24 @@ def pair_samples(count: int, seed: int, ids) -> list[dict]:
     return out
 
 
-def render_pairs(pairs: list[dict], progress=None) -> tuple[np.ndarray, list[str]]:
+def render_pairs(pairs: list[dict], progress=None) -> dict[str, np.ndarray]:
+    """The two-subject renders of ``pairs`` (``pair_samples``) as pairs.npz holds them: ``images`` uint8
+    [n, 64, 64, 3], ``captions``, each subject's visible mask ``person_masks`` / ``pet_masks`` uint8
+    [n, 64, 64] (255 = subject; the grounding loss's regions), and the caption's source: ``scenes``
+    (JSON of each ``Scene``) and ``sides`` (the person's)."""
     images, captions = np.empty((len(pairs), 64, 64, 3), np.uint8), []
+    person_masks, pet_masks = np.empty((len(pairs), 64, 64), np.uint8), np.empty((len(pairs), 64, 64), np.uint8)
     for i, p in enumerate(pairs):
         rendered = render_two(sample_identity("person", p["person"]), sample_identity("pet", p["pet"]), p["scene"],
                               p["seed"], 64, person_side=p["side"])
         images[i] = np.asarray(rendered.image)
+        person_masks[i], pet_masks[i] = np.asarray(rendered.person_mask), np.asarray(rendered.pet_mask)
         captions.append(caption_two(p["scene"], p["side"]))
         if progress is not None:
             progress(1)
-    return images, captions
+    return {"images": images, "captions": np.array(captions), "person_masks": person_masks, "pet_masks": pet_masks,
+            "scenes": np.array([json.dumps(asdict(p["scene"]), sort_keys=True) for p in pairs]),
+            "sides": np.array([p["side"] for p in pairs])}
 
 
 def run_data(out_dir: Path, config: DataConfig) -> None:
@@ -181,8 +190,8 @@ def run_data(out_dir: Path, config: DataConfig) -> None:
     singles = len(DOMAINS) * len(ids) * config.renders_per_identity
     with tqdm_bar(singles + config.pairs, "data: renders") as bar:
         write_training_folder(folder, DOMAINS, ids, config.renders_per_identity, config.seed, progress=bar.update)
-        images, captions = render_pairs(pair_samples(config.pairs, config.seed, ids), bar.update)
-    np.savez(out_dir / "data" / "pairs.npz", images=images, captions=np.array(captions))
+        pairs = render_pairs(pair_samples(config.pairs, config.seed, ids), bar.update)
+    np.savez(out_dir / "data" / "pairs.npz", **pairs)
 
 
 def single_subject_images(out_dir: Path) -> tuple[np.ndarray, list[dict]]:
@@ -191,6 +200,37 @@ def single_subject_images(out_dir: Path) -> tuple[np.ndarray, list[dict]]:
     manifest = json.loads((folder / MANIFEST_FILE).read_text())["images"]
     images = np.stack([np.asarray(Image.open(folder / item["file"]).convert("RGB")) for item in manifest])
     return images, manifest
+
+
+def single_subject_masks(out_dir: Path, manifest: list[dict]) -> np.ndarray:
+    """uint8 [N, 64, 64] subject mask of every image of the training folder (its ``masks/`` files)."""
+    folder = out_dir / "data" / "train"
+    paths = [folder / Path(item["file"]).parent / MASK_FOLDER / Path(item["file"]).name for item in manifest]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ExperimentError(f"{len(missing)} training images have no mask (first: {missing[0]}): the data stage "
+                              "writes them; delete data.done.json and run the data stage again")
+    return np.stack([np.asarray(Image.open(p).convert("L")) for p in paths])
+
+
+def base_grounding(out_dir: Path, manifest: list[dict], pairs) -> GroundedImages:
+    """Every base image's grounded phrases and subject masks (``grounding.py``), the training folder's
+    images first, then the pairs (the order of ``run_base``'s images)."""
+    from .scene import Scene
+
+    singles = single_subject_masks(out_dir, manifest)
+    for key in ("person_masks", "pet_masks", "scenes"):
+        if key not in pairs:
+            raise ExperimentError(f"pairs.npz has no {key!r} (written by an older data stage): delete "
+                                  f"{out_dir / 'data.done.json'} and run the data stage again")
+    n, m = len(singles), len(pairs["person_masks"])
+    masks = np.zeros((n + m, len(SUBJECT_REGIONS), 64, 64), np.uint8)
+    masks[:n, SUBJECT_REGIONS.index("subject")] = singles
+    masks[n:, SUBJECT_REGIONS.index("person")] = pairs["person_masks"]
+    masks[n:, SUBJECT_REGIONS.index("pet")] = pairs["pet_masks"]
+    phrases = [grounded_phrases((item["domain"],), _scene(item)) for item in manifest]
+    phrases += [grounded_phrases(DOMAINS, Scene(**json.loads(str(s)))) for s in pairs["scenes"]]
+    return GroundedImages(phrases, masks)
 
 
 def _scene(item: dict):
@@ -242,8 +282,9 @@ def run_base(out_dir: Path, config: ExperimentConfig) -> dict:
     images, manifest = single_subject_images(out_dir)
     pairs = np.load(out_dir / "data" / "pairs.npz")
     captions = base_captions(manifest, config.base.described_share, config.base.seed)
+    grounded = base_grounding(out_dir, manifest, pairs) if config.base.unet.grounding_weight > 0 else None
     report = build_base(np.concatenate([images, pairs["images"]]), captions + [str(c) for c in pairs["captions"]],
-                        out_dir / "base", config.base, out_dir / "vae", out_dir / "clip", tqdm_bar)
+                        out_dir / "base", config.base, out_dir / "vae", out_dir / "clip", tqdm_bar, grounded)
     from .attention_share import attention_share  # is the subject word's attention on the subject?
 
     share = attention_share(Path(report["files"]["checkpoint"]))

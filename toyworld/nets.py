@@ -1,4 +1,5 @@
-"""The two scoring CNNs: an identity embedding net and a scene classifier (one head per factor).
+"""The two scoring CNNs: an identity embedding net and a scene classifier (one head per scene factor
+and per look factor of either domain).
 
 Both take images as ``x: [b, 3, 64, 64]`` floats in 0..1. Each has a small frozen config that is
 saved beside its weights.
@@ -12,9 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .identity import ATTRIBUTES, DOMAINS
+from .look import LOOK_FACTORS
 from .scene import FACTORS
 
 MEAN, STD = 0.5, 0.25
+
+
+def scene_heads() -> tuple[tuple[str, int], ...]:
+    """One head per scene factor, then one per look factor of each domain (``look.LOOK_FACTORS``)."""
+    heads = [(name, len(values)) for name, values in FACTORS.items()]
+    return tuple(heads + [(f, len(values)) for factors in LOOK_FACTORS.values() for f, values in factors.items()])
 
 
 def attribute_heads() -> tuple[tuple[str, int], ...]:
@@ -40,7 +48,7 @@ class SceneNetConfig:
     image_size: int = 64
     widths: tuple[int, ...] = (16, 32, 64, 64)
     hidden: int = 128
-    heads: tuple[tuple[str, int], ...] = tuple((name, len(values)) for name, values in FACTORS.items())
+    heads: tuple[tuple[str, int], ...] = scene_heads()
 
 
 def _trunk(widths: tuple[int, ...], stem: int = 0) -> nn.Sequential:
@@ -93,7 +101,8 @@ class IdentityNet(nn.Module):
 
 
 class SceneNet(nn.Module):
-    """Conv features kept spatial (placement and framing need where things are) -> one head per factor."""
+    """Conv features kept spatial (placement and framing need where things are) -> one head per factor
+    (scene and look)."""
 
     def __init__(self, config: SceneNetConfig) -> None:
         super().__init__()

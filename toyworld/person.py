@@ -1,19 +1,23 @@
 """A person, head and shoulders, drawn front-on in the unit square of a ``Pen``.
 
 Layout (unit square): head centre (0.5, 0.36); shoulders from y ~0.72 to the bottom. Identity is in
-the face shape, skin, eyes, hair, mark and glasses; the shirt and expression come from the variation.
+the face shape, skin, eyes, hair, mark and glasses; the shirt, expression and hat (the look) come
+from the variation, where a caption's look has replaced the draw.
 """
 from __future__ import annotations
 
 from .identity import EYE_COLOURS, PersonIdentity
 from .pen import Pen, mix, shade
-from .variation import Variation
+from .variation import SHIRT_RGB, Variation
 
 HEAD_X, HEAD_Y = 0.5, 0.36
 FACE_RADII = {"round": (0.20, 0.21), "oval": (0.175, 0.245), "long": (0.155, 0.265), "square": (0.19, 0.22)}
 EYE_RADII = {"round": (0.05, 0.05, 0.036), "almond": (0.06, 0.034, 0.03), "narrow": (0.058, 0.02, 0.02)}
 FRAME = (26, 24, 28)
 SCAR = (150, 40, 60)
+CAP, CAP_BRIM = (20, 150, 150), (10, 100, 100)
+TOP_HAT, TOP_HAT_BAND = (28, 26, 32), (190, 30, 40)
+CROWN, CROWN_JEWEL = (240, 196, 40), (200, 30, 60)
 
 
 def head_radii(person: PersonIdentity) -> tuple[float, float]:
@@ -25,7 +29,7 @@ def draw_person(pen: Pen, person: PersonIdentity, variation: Variation) -> None:
     rx, ry = head_radii(person)
     hx, hy = HEAD_X, HEAD_Y
     skin, hair = person.skin_rgb, person.hair_rgb
-    _torso(pen, variation.shirt_rgb, skin, hy + ry)
+    _torso(pen, SHIRT_RGB[variation.shirt], skin, hy + ry)
     _hair_back(pen, person.hair_style, hair, hx, hy, rx, ry)
     _head(pen, person.face_shape, skin, hx, hy, rx, ry)
     fx = hx + 0.22 * rx * variation.yaw  # features follow the head's turn
@@ -35,6 +39,26 @@ def draw_person(pen: Pen, person: PersonIdentity, variation: Variation) -> None:
     _mouth(pen, variation.expression, skin, fx, hy + 0.66 * ry)
     _hair_front(pen, person.hair_style, hair, hx, hy, rx, ry)
     _glasses(pen, person.glasses, person, fx, hy, rx, ry)
+    _hat(pen, variation.hat, hx, hy, rx, ry)
+
+
+def _hat(pen: Pen, kind: str, hx, hy, rx, ry) -> None:
+    """A hat on the crown of the head (above the brows), drawn over the hair."""
+    top = hy - ry  # the crown of the head
+    if kind == "cap":
+        pen.chord(hx, hy - 0.45 * ry, rx * 1.1, ry * 0.72, 180, 360, CAP)
+        pen.ellipse(hx, hy - 0.45 * ry, rx * 1.3, 0.035, CAP_BRIM)
+        pen.ellipse(hx, hy - 1.12 * ry, 0.025, 0.02, CAP_BRIM)
+    elif kind == "top_hat":
+        pen.rounded_rect(hx - rx * 0.75, top - 0.28, hx + rx * 0.75, top + 0.12 * ry, 0.01, TOP_HAT)
+        pen.rounded_rect(hx - rx * 0.75, top - 0.05, hx + rx * 0.75, top + 0.02, 0.0, TOP_HAT_BAND)
+        pen.ellipse(hx, top + 0.12 * ry, rx * 1.25, 0.035, TOP_HAT)
+    elif kind == "crown":
+        base, peak = top + 0.1 * ry, top - 0.2
+        xs = [hx - rx * 0.85 + i * rx * 0.425 for i in range(5)]
+        points = [(xs[0], base)] + [(x, peak if i % 2 == 0 else top - 0.06) for i, x in enumerate(xs)] + [(xs[-1], base)]
+        pen.polygon(points, CROWN)
+        pen.ellipse(hx, top - 0.01, 0.025, 0.025, CROWN_JEWEL)
 
 
 def _torso(pen: Pen, shirt, skin, chin_y: float) -> None:
@@ -95,13 +119,15 @@ def _eyes(pen: Pen, person: PersonIdentity, hair, fx, hy, rx, ry) -> None:
 
 
 def _mouth(pen: Pen, expression: str, skin, fx, my) -> None:
+    """Bold enough to read at 64 px: a wide smile, an open laughing mouth with teeth, a straight line."""
     lips = mix(shade(skin, 0.6), (170, 40, 50), 0.5)
     if expression == "smile":
-        pen.arc(fx, my - 0.03, 0.06, 0.04, 20, 160, lips, 0.016)
+        pen.arc(fx, my - 0.04, 0.08, 0.055, 15, 165, lips, 0.024)
     elif expression == "open":
-        pen.ellipse(fx, my, 0.04, 0.025, (90, 20, 30))
+        pen.ellipse(fx, my + 0.005, 0.06, 0.045, (90, 20, 30))
+        pen.chord(fx, my - 0.012, 0.05, 0.025, 0, 180, (245, 245, 240))
     else:
-        pen.line([(fx - 0.045, my), (fx + 0.045, my)], lips, 0.014)
+        pen.line([(fx - 0.045, my), (fx + 0.045, my)], lips, 0.012)
 
 
 def _mark(pen: Pen, mark: str, skin, fx, hy, rx, ry) -> None:

@@ -1,8 +1,11 @@
-"""A pet (a dog), sitting, front-on, drawn in the unit square of a ``Pen``.
+"""A pet (a dog), head front-on, drawn in the unit square of a ``Pen``.
 
-Layout (unit square): head centre (0.5, 0.33); body and front legs below, paws at y ~0.98. Identity
-is in the head shape, ears, fur and pattern colours, snout, eyes, collar and nose; the expression
-and the tail's side come from the variation.
+Layout (unit square): head centre (0.5, 0.33); below it the body in the pose: sitting (an upright
+body and front legs, paws at y ~0.98), standing (a level body reaching to the tail's side on four
+legs, paws at y ~0.98) or lying (a low level body, forepaws under the chin, y ~0.8). Identity is in
+the head shape, ears, fur and pattern colours, snout, eyes, collar and nose; the expression, the
+tail's side and the look (pose, accessory) come from the variation, where a caption's look has
+replaced the draw.
 """
 from __future__ import annotations
 
@@ -15,14 +18,26 @@ HEAD_X, HEAD_Y = 0.5, 0.33
 HEAD_RADII = {"round": (0.19, 0.18), "wide": (0.23, 0.165), "narrow": (0.155, 0.2)}
 SNOUT_RADII = {"short": (0.1, 0.065), "medium": (0.115, 0.085), "long": (0.125, 0.11)}
 INNER_EAR = (230, 150, 150)
+BANDANA = (150, 50, 170)
+PARTY_HAT, POMPOM = (40, 180, 220), (250, 250, 250)
+BOW = (235, 60, 90)
 
 
 def draw_pet(pen: Pen, pet: PetIdentity, variation: Variation) -> None:
     rx, ry = HEAD_RADII[pet.head_shape]
     hx, hy = HEAD_X, HEAD_Y
     fur, accent = pet.fur_rgb, pet.pattern_rgb
-    _tail(pen, fur if pet.pattern != "saddle" else accent, variation.tail_side)
-    _body(pen, pet, fur, accent)
+    tail = fur if pet.pattern != "saddle" else accent
+    if variation.pose == "standing":
+        _standing_body(pen, pet, fur, accent, tail, variation.tail_side)
+    elif variation.pose == "lying":
+        _lying_body(pen, pet, fur, accent, tail, variation.tail_side)
+    else:
+        _tail(pen, tail, variation.tail_side)
+        _body(pen, pet, fur, accent)
+    _collar(pen, pet)
+    if variation.accessory == "bandana":
+        pen.polygon([(0.5 - 0.15, 0.5), (0.5 + 0.15, 0.5), (0.5, 0.72)], BANDANA)
     ear_colour = accent if pet.pattern == "saddle" else fur
     inner = accent if pet.pattern == "solid" else INNER_EAR
     if pet.ear_shape in ("pointy", "bat"):
@@ -34,6 +49,58 @@ def draw_pet(pen: Pen, pet: PetIdentity, variation: Variation) -> None:
         _ears(pen, pet.ear_shape, ear_colour, inner, hx, hy, rx, ry, pet.ear_size)
     _eyes(pen, PET_EYE_COLOURS[pet.eye_colour], fx, hy - 0.12 * ry, 0.45 * rx)
     _snout(pen, pet, fur, fx, hy, ry, variation.expression)
+    _head_accessory(pen, variation.accessory, hx, hy, rx, ry)
+
+
+def _head_accessory(pen: Pen, kind: str, hx, hy, rx, ry) -> None:
+    top = hy - ry
+    if kind == "party_hat":
+        pen.polygon([(hx - 0.085, top + 0.04), (hx + 0.085, top + 0.04), (hx + 0.01, top - 0.2)], PARTY_HAT)
+        pen.ellipse(hx + 0.01, top - 0.2, 0.03, 0.03, POMPOM)
+    elif kind == "bow":
+        bx, by = hx + 0.45 * rx, top + 0.03
+        pen.polygon([(bx, by), (bx - 0.1, by - 0.06), (bx - 0.1, by + 0.06)], BOW)
+        pen.polygon([(bx, by), (bx + 0.1, by - 0.06), (bx + 0.1, by + 0.06)], BOW)
+        pen.ellipse(bx, by, 0.025, 0.025, shade(BOW, 0.75))
+
+
+def _collar(pen: Pen, pet: PetIdentity) -> None:
+    collar = COLLARS[pet.collar]
+    if collar is not None:
+        pen.rounded_rect(0.5 - 0.13, 0.5, 0.5 + 0.13, 0.55, 0.02, collar)
+        pen.ellipse(0.5, 0.57, 0.022, 0.022, (240, 200, 60))
+
+
+def _level_body(pen: Pen, pet: PetIdentity, fur, accent, side: int, cy: float, ry: float) -> None:
+    """A body seen from the side reaching from under the head to the tail's side; its pattern."""
+    cx = 0.5 + side * 0.17
+    pen.ellipse(cx, cy, 0.29, ry, fur)
+    if pet.pattern == "saddle":
+        pen.chord(cx, cy, 0.29, ry, 180, 360, accent)
+    if pet.pattern == "spots":
+        rng = Rng("toyworld-spots", pet.identity_id)
+        for _ in range(4):
+            pen.ellipse(cx + rng.uniform(-0.18, 0.18), cy + rng.uniform(-0.6, 0.6) * ry, rng.uniform(0.03, 0.05),
+                        rng.uniform(0.025, 0.045), accent)
+    pen.ellipse(0.5, cy - 0.03, 0.12, ry, fur)  # chest under the head
+    if pet.pattern == "blaze":
+        pen.ellipse(0.5, cy - 0.03, 0.07, 0.7 * ry, accent)
+
+
+def _standing_body(pen: Pen, pet: PetIdentity, fur, accent, tail, side: int) -> None:
+    pen.line([(0.5 + side * 0.44, 0.6), (0.5 + side * 0.53, 0.5), (0.5 + side * 0.56, 0.4)], tail, 0.05)
+    for x in (0.5 - 0.06, 0.5 + 0.06, 0.5 + side * 0.3, 0.5 + side * 0.4):
+        pen.rounded_rect(x - 0.035, 0.64, x + 0.035, 0.97, 0.03, shade(fur, 0.9))
+        pen.ellipse(x, 0.97, 0.045, 0.022, shade(fur, 1.15))
+    _level_body(pen, pet, fur, accent, side, 0.64, 0.13)
+
+
+def _lying_body(pen: Pen, pet: PetIdentity, fur, accent, tail, side: int) -> None:
+    pen.line([(0.5 + side * 0.42, 0.72), (0.5 + side * 0.56, 0.77), (0.5 + side * 0.66, 0.75)], tail, 0.05)
+    _level_body(pen, pet, fur, accent, side, 0.66, 0.11)
+    for dx in (-0.08, 0.08):
+        pen.rounded_rect(0.5 + dx - 0.04, 0.62, 0.5 + dx + 0.04, 0.8, 0.03, shade(fur, 0.93))
+        pen.ellipse(0.5 + dx, 0.8, 0.05, 0.03, shade(fur, 1.15))
 
 
 def _tail(pen: Pen, colour, side: int) -> None:
@@ -56,10 +123,6 @@ def _body(pen: Pen, pet: PetIdentity, fur, accent) -> None:
         x = 0.5 + side * 0.085
         pen.rounded_rect(x - 0.04, 0.74, x + 0.04, 0.98, 0.03, shade(fur, 0.93))
         pen.ellipse(x, 0.975, 0.05, 0.025, shade(fur, 1.15))
-    collar = COLLARS[pet.collar]
-    if collar is not None:
-        pen.rounded_rect(0.5 - 0.13, 0.5, 0.5 + 0.13, 0.55, 0.02, collar)
-        pen.ellipse(0.5, 0.57, 0.022, 0.022, (240, 200, 60))
 
 
 def _ears(pen: Pen, shape: str, colour, inner, hx, hy, rx, ry, size: float) -> None:

@@ -1,4 +1,5 @@
-"""Contact sheets for people to look at: identities (rows) x scenes (columns), then two-subject renders."""
+"""Contact sheets for people to look at: identities (rows) x scenes (columns), two-subject renders,
+then one row per domain of its look values (``look.LOOK_FACTORS``), each named by its scene."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,6 +8,7 @@ from PIL import Image, ImageDraw
 
 from .identity import PERSON, PET, Identity, sample_identity
 from .render import render, render_two
+from .look import LOOK_FACTORS
 from .scene import Scene
 
 PREVIEW_SCENES = (
@@ -18,6 +20,17 @@ PREVIEW_SCENES = (
     Scene("blue", "center", "full", "watercolor"), Scene("night", "center", "close-up", "watercolor"),
 )
 LABEL_HEIGHT = 12
+LOOK_BACKGROUNDS = ("blue", "snow", "forest", "yellow")
+
+
+def look_scenes(domain: str) -> list[Scene]:
+    """One full-framing photo per look value of ``domain`` (the other look factors unnamed)."""
+    scenes = []
+    for factor, values in LOOK_FACTORS[domain].items():
+        for value in values:
+            background = LOOK_BACKGROUNDS[len(scenes) % len(LOOK_BACKGROUNDS)]
+            scenes.append(Scene(background, "center", "full", "photo", **{factor: value}))
+    return scenes
 
 
 def scene_label(scene: Scene) -> str:
@@ -27,12 +40,16 @@ def scene_label(scene: Scene) -> str:
 def contact_sheet(identities: Sequence[Identity], scenes: Sequence[Scene] = PREVIEW_SCENES, size: int = 64,
                   seed: int = 0, pairs: int = 6) -> Image.Image:
     """One row per identity, one column per scene (variation seed ``seed + row``), and a last row of
-    ``pairs`` two-subject renders when the identities include a person and a pet."""
+    ``pairs`` two-subject renders when the identities include a person and a pet; then a row per
+    domain: its first identity in ``look_scenes`` (every look value named once)."""
     columns = max(len(scenes), pairs)
     persons = [i for i in identities if i.domain == PERSON]
     pets = [i for i in identities if i.domain == PET]
-    rows = len(identities) + (1 if persons and pets and pairs else 0)
-    sheet = Image.new("RGB", (columns * size, LABEL_HEIGHT + rows * size), (255, 255, 255))
+    looks = [(group[0], look_scenes(group[0].domain)) for group in (persons, pets) if group]
+    columns = max([columns] + [len(scenes) for _, scenes in looks])
+    pair_rows = 1 if persons and pets and pairs else 0
+    rows = len(identities) + pair_rows
+    sheet = Image.new("RGB", (columns * size, LABEL_HEIGHT + (rows + len(looks)) * size), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for col, scene in enumerate(scenes):
         draw.text((col * size + 2, 1), scene_label(scene), fill=(0, 0, 0))
@@ -45,6 +62,9 @@ def contact_sheet(identities: Sequence[Identity], scenes: Sequence[Scene] = PREV
             pair = render_two(persons[col % len(persons)], pets[col % len(pets)], scene, seed + col, size,
                               person_side="left" if col % 2 == 0 else "right")
             sheet.paste(pair.image, (col * size, LABEL_HEIGHT + len(identities) * size))
+    for row, (identity, scenes) in enumerate(looks, start=rows):  # hats, shirts, ...: the same variation seed
+        for col, scene in enumerate(scenes):
+            sheet.paste(render(identity, scene, seed, size), (col * size, LABEL_HEIGHT + row * size))
     return sheet
 
 

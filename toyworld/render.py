@@ -6,7 +6,7 @@ styles are applied at twice the output size. Pure PIL/numpy: the same inputs giv
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -15,6 +15,7 @@ from PIL import Image
 from .backgrounds import draw_background
 from .errors import RenderError
 from .identity import PET, PERSON, Identity, PersonIdentity, PetIdentity
+from .look import looked_variation
 from .pen import Pen
 from .person import HEAD_X as PERSON_HEAD_X, HEAD_Y as PERSON_HEAD_Y, draw_person
 from .pet import HEAD_X as PET_HEAD_X, HEAD_Y as PET_HEAD_Y, draw_pet
@@ -51,13 +52,14 @@ class RenderedPair:
 
 
 def render(identity: Identity, scene: Scene, variation_seed: int, size: int = 64) -> Image.Image:
-    """The identity in the scene, posed and lit by ``variation_seed``: an RGB image ``size`` x ``size``."""
+    """The identity in the scene, posed and lit by ``variation_seed``: an RGB image ``size`` x ``size``.
+    The look factors the scene names replace the variation's draws (``look.looked_variation``)."""
     return render_with_mask(identity, scene, variation_seed, size).image
 
 
 def render_with_mask(identity: Identity, scene: Scene, variation_seed: int, size: int = 64) -> Rendered:
     side = _working_side(size)
-    variation = sample_variation(variation_seed, identity.key)
+    variation = looked_variation(identity.domain, scene, variation_seed, identity.key)
     head_x = PLACEMENT_X[scene.framing][scene.placement] + variation.dx
     head_y = HEAD_AT[identity.domain][scene.framing] + variation.dy
     layer = _subject_on_canvas(identity, variation, side, UNIT[identity.domain][scene.framing], head_x, head_y, scene.background)
@@ -69,7 +71,8 @@ def render_with_mask(identity: Identity, scene: Scene, variation_seed: int, size
 def render_two(person: PersonIdentity, pet: PetIdentity, scene: Scene, variation_seed: int, size: int = 64,
                person_side: Optional[str] = None) -> RenderedPair:
     """A person on one side and a dog on the other. ``person_side`` defaults to the scene's
-    placement ("left"/"right"; "center" means left). Each subject's mask is its visible part."""
+    placement ("left"/"right"; "center" means left). Each subject's mask is its visible part. The
+    dog's tail side (where a standing or lying body reaches) points away from the person."""
     if not isinstance(person, PersonIdentity) or not isinstance(pet, PetIdentity):
         raise RenderError("render_two takes a PersonIdentity and a PetIdentity, in that order")
     side_name = person_side or ("right" if scene.placement == "right" else "left")
@@ -79,7 +82,9 @@ def render_two(person: PersonIdentity, pet: PetIdentity, scene: Scene, variation
     side = _working_side(size)
     layers = []
     for identity, where in ((person, side_name), (pet, pet_side)):
-        variation = sample_variation(variation_seed, identity.key)
+        variation = looked_variation(identity.domain, scene, variation_seed, identity.key)
+        if identity.domain == PET:  # a standing or lying dog's body and tail reach away from the person
+            variation = replace(variation, tail_side=1 if where == "right" else -1)
         head_y = HEAD_AT[identity.domain][scene.framing] + variation.dy
         layers.append(_subject_on_canvas(identity, variation, side, TWO_UNIT[scene.framing],
                                          TWO_X[where] + 0.5 * variation.dx, head_y, scene.background))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -93,7 +93,8 @@ def train_scorers(out_dir, config: ScorerPipelineConfig = ScorerPipelineConfig()
 
 def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Sequence[Sample],
                      images: np.ndarray) -> dict:
-    """Identity verification/retrieval and scene accuracy on renders of (held-out) identities.
+    """Identity verification/retrieval and scene accuracy on renders of (held-out) identities: every
+    scene factor, and every look factor of each image's domain (``realised_look``).
 
     Retrieval: the gallery holds one entry per identity (the mean embedding of its first half of
     renders); every other render is a probe that must find its own identity among all gallery entries."""
@@ -118,5 +119,7 @@ def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Se
         if pick:
             identity["top1_retrieval_by_probe_style"][style] = retrieval_top1(
                 gallery_t, embeddings[[probe_rows[k] for k in pick]], targets[pick])
-    scene = scene_accuracy(scene_net, images, [s.scene for s in samples])
+    # every factor on every image: the look factors the scene leaves unnamed are scored as rendered
+    realised = [replace(s.scene, **s.look) for s in samples]
+    scene = scene_accuracy(scene_net, images, realised, [s.domain for s in samples])
     return {"identity": identity, "scene": scene, "eval_images": len(samples), "eval_identities": len(gallery)}

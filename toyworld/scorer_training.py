@@ -2,7 +2,8 @@
 
 Both models learn from one set of renders of training identities (random scenes). The identity net
 is a CosFace classifier over those identities whose embedding is then used, on HELD-OUT identities,
-for cosine similarity; the scene net has one cross-entropy head per scene factor.
+for cosine similarity; the scene net has one cross-entropy head per scene factor and per look factor,
+a look head learning only on images of its domain (labels: ``look.realised_look``, what the render shows).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from .dataset import Sample
+from .errors import ScorerError
 from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
 from .identity import DOMAINS, attribute_labels, sample_identity
+from .look import LOOK_FACTORS
 from .scene import FACTORS
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,15 @@ def identity_labels(samples: Sequence[Sample]) -> tuple[np.ndarray, list[str]]:
 
 
 def scene_labels(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
-    return {f: np.array([values.index(getattr(s.scene, f)) for s in samples], np.int64) for f, values in FACTORS.items()}
+    """Per scene-net head, each sample's value index; look heads: the realised look's, -1 on the other domain."""
+    labels = {f: np.array([values.index(getattr(s.scene, f)) for s in samples], np.int64) for f, values in FACTORS.items()}
+    for domain, factors in LOOK_FACTORS.items():
+        for factor in factors:
+            labels[factor] = np.full(len(samples), -1, np.int64)
+    for i, sample in enumerate(samples):
+        for factor, value in sample.look.items():
+            labels[factor][i] = LOOK_FACTORS[sample.domain][factor].index(value)
+    return labels
 
 
 def attribute_targets(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
@@ -84,14 +95,18 @@ def train_identity_net(images: np.ndarray, attributes: dict[str, np.ndarray], fi
 
 def train_scene_net(images: np.ndarray, labels: dict[str, np.ndarray], fit: FitConfig,
                     config: Optional[SceneNetConfig] = None, progress: Optional[Callable] = None) -> SceneNet:
-    """images: uint8 [n, 64, 64, 3]; labels: {factor: [n] value indices}."""
+    """images: uint8 [n, 64, 64, 3]; labels: {factor: [n] value indices, -1 = not this look head's domain}."""
     torch.manual_seed(fit.seed)
     model = SceneNet(config or SceneNetConfig())
     targets = {f: torch.from_numpy(v) for f, v in labels.items()}
+    missing = sorted(set(model.heads) - set(targets))
+    if missing:
+        raise ScorerError(f"no labels for the scene heads {missing}: build them with scene_labels(samples)")
 
     def loss_fn(x, idx):
         logits = model(x)
-        return sum(F.cross_entropy(logits[f], targets[f][idx]) for f in logits)
+        return sum(F.cross_entropy(logits[f], targets[f][idx], ignore_index=-1) for f in logits
+                   if bool((targets[f][idx] >= 0).any()))
 
     _fit(model, images, loss_fn, fit, "scene", progress)
     return model.eval()

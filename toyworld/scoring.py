@@ -1,7 +1,8 @@
 """Scoring with the two toy-world CNNs: identity similarity and prompt (scene) alignment; their file format.
 
 Identity similarity is the cosine of identity embeddings (the toy analogue of ArcFace ID similarity);
-prompt alignment is the scene model's accuracy on the scene the prompt asked for. Models are saved
+prompt alignment is the scene model's accuracy on the scene the prompt asked for, look factors
+included where the scene names them (``look.py``; of one subject's domain). Models are saved
 as safetensors with ``{"toyworld_kind": "identity"|"scene", "config": <json>}`` in the metadata.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from safetensors.torch import save_file
 from .errors import ScorerError
 from .identity import ATTRIBUTES, DOMAINS
 from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
+from .look import LOOK_FACTORS, LOOK_FIELDS
+from .nets import scene_heads
 from .scene import FACTORS, Scene
 
 log = logging.getLogger(__name__)
@@ -99,23 +102,83 @@ def predict_scenes(model: SceneNet, images: Images) -> dict[str, torch.Tensor]:
     return {name: torch.cat([o[name] for o in outs]).argmax(dim=1) for name in outs[0]}
 
 
-def scene_hits(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
-    """Per factor, whether each image's predicted value is its scene's: {factor: bool [n]}; ``all``: every factor right."""
-    predicted = predict_scenes(model, images)
-    if len(scenes) != len(next(iter(predicted.values()))):
-        raise ScorerError(f"{len(scenes)} scenes for {len(next(iter(predicted.values())))} images: give one scene per image")
+Domains = Union[str, Sequence[Optional[str]], None]
+
+
+def scene_hits(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains = None) -> dict[str, torch.Tensor]:
+    """Per factor, whether each image's predicted value is its scene's: {factor: bool [n]}; ``all``: every
+    factor right. Look factors are scored for the subject of ``domain`` ("person"/"pet", or one per
+    image; None: the one domain whose look each scene names), when every scene names the factor
+    (non-None); a two-subject scene names both subjects' looks, so it needs ``domain``."""
+    scored = _scored(model, images, scenes, domain)
     hits, all_right = {}, torch.ones(len(scenes), dtype=torch.bool)
-    for factor, values in FACTORS.items():
-        target = torch.tensor([values.index(getattr(s, factor)) for s in scenes])
-        hits[factor] = predicted[factor] == target
-        all_right &= hits[factor]
+    for factor, (right, named) in scored.items():
+        if not bool(named.all()):
+            raise ScorerError(f"look factor {factor!r} is named by {int(named.sum())} of {len(scenes)} scenes: score the "
+                              "scenes that name it apart from those that do not, or use scene_accuracy (which averages "
+                              "a look factor over the scenes that name it)")
+        hits[factor] = right
+        all_right &= right
     hits["all"] = all_right
     return hits
 
 
-def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Per factor, the fraction of images whose predicted value is the scene's; ``all``: every factor right."""
-    return {name: float(right.double().mean()) for name, right in scene_hits(model, images, scenes).items()}
+def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains = None) -> dict[str, float]:
+    """Per factor, the fraction of images whose predicted value is the scene's (a look factor: of the
+    images whose scene names it, see ``scene_hits``); ``all``: every factor its scene names right."""
+    scored = _scored(model, images, scenes, domain)
+    all_right = torch.ones(len(scenes), dtype=torch.bool)
+    out = {}
+    for factor, (right, named) in scored.items():
+        out[factor] = float(right[named].double().mean())
+        all_right &= right | ~named
+    out["all"] = float(all_right.double().mean())
+    return out
+
+
+def _scored(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains):
+    """{factor: (right bool [n], named bool [n])}: scene factors always named; look factors of each
+    image's domain where its scene names them (only factors some scene names)."""
+    predicted = predict_scenes(model, images)
+    count = len(next(iter(predicted.values())))
+    if len(scenes) != count:
+        raise ScorerError(f"{len(scenes)} scenes for {count} images: give one scene per image")
+    domains = _domains(scenes, domain)
+    scored = {}
+    for factor, values in FACTORS.items():
+        target = torch.tensor([values.index(getattr(s, factor)) for s in scenes])
+        scored[factor] = (predicted[factor] == target, torch.ones(count, dtype=torch.bool))
+    for factor in LOOK_FIELDS:
+        target = torch.tensor([LOOK_FACTORS[d][factor].index(getattr(s, factor))
+                               if d is not None and factor in LOOK_FACTORS[d] and getattr(s, factor) is not None else -1
+                               for s, d in zip(scenes, domains)])
+        named = target >= 0
+        if not bool(named.any()):
+            continue
+        if factor not in predicted:
+            raise ScorerError(f"the scene model has no head for the look factor {factor!r}: it is a second-edition "
+                              "model; retrain it (`python -m nested_attention.toyworld train-scorers OUT_DIR`)")
+        scored[factor] = (predicted[factor] == target, named)
+    return scored
+
+
+def _domains(scenes: Sequence[Scene], domain: Domains) -> list[Optional[str]]:
+    if domain is None:
+        out = []
+        for scene in scenes:
+            named = [d for d, factors in LOOK_FACTORS.items() if any(getattr(scene, f) is not None for f in factors)]
+            if len(named) > 1:
+                raise ScorerError(f"scene {scene} names the look of both a person and a dog: say whose look to score "
+                                  "with domain='person' or domain='pet'")
+            out.append(named[0] if named else None)
+        return out
+    domains = [domain] * len(scenes) if isinstance(domain, str) else list(domain)
+    if len(domains) != len(scenes):
+        raise ScorerError(f"{len(domains)} domains for {len(scenes)} scenes: give one domain, or one per scene")
+    for d in domains:
+        if d is not None and d not in LOOK_FACTORS:
+            raise ScorerError(f"unknown domain {d!r}: use one of {DOMAINS}")
+    return domains
 
 
 def save_scorer(model: Union[IdentityNet, SceneNet], path) -> Path:
@@ -142,6 +205,12 @@ def load_scorer(path) -> Union[IdentityNet, SceneNet]:
         raise ScorerError(f"{path} is not a toy-world scoring model (metadata toyworld_kind={kind!r})")
     net_class, config_class = KINDS[kind]
     config = _config_from_json(config_class, metadata.get("config", "{}"))
+    if kind == "scene" and tuple(config.heads) != scene_heads():
+        missing = sorted({name for name, _ in scene_heads()} - {name for name, _ in config.heads})
+        raise ScorerError(f"{path} is a scene model of another head layout (heads {[n for n, _ in config.heads]}; "
+                          f"missing the look heads {missing}): the second edition's scene model has no look heads. "
+                          "Retrain it: `python -m nested_attention.toyworld experiment OUT_DIR --stages scorers` "
+                          "(or `train-scorers OUT_DIR`)")
     model = net_class(config)
     try:
         model.load_state_dict(state)

@@ -7,6 +7,11 @@ through ComfyUI's CLIP wrapper. Loss: the trainer's ``denoising_losses`` (eps MS
 uniform over 0..999, captions dropped to "" with some probability (for classifier-free guidance),
 AdamW with warm-up and cosine decay, and an exponential moving average of the weights that is
 what gets saved.
+
+From step ``grounding_from`` on, the grounding loss (``grounding_loss.py``: each grounded word's
+attention pulled into its region, capped) is added with ``grounding_weight``. It starts late
+because from step 0 it cost the base its placement ("on the left" subjects drawn centred; placement
+0.67 vs 1.00), while added to a base that has already learned the layout it kept placement 1.00.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ class UNetTrainConfig:
     ema: float = 0.999
     seed: int = 0
     bf16: bool = True
+    grounding_weight: float = 0.5  # 0: no grounding loss
+    grounding_cap: float = 0.25  # a word's mean share inside its region beyond which it is not pulled further
+    grounding_from: int = 3000  # the step from which the grounding loss is added (0: from the start)
 
 
 @torch.no_grad()
@@ -45,15 +53,22 @@ def _lr_lambda(config: UNetTrainConfig):
 
 
 def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: torch.Tensor, empty_id: int,
-               config: UNetTrainConfig, progress=None) -> list[float]:
+               config: UNetTrainConfig, progress=None, grounding=None) -> dict[str, list[float]]:
     """Train ``model.diffusion_model`` in place (ends holding the EMA weights).
 
     latents: [N, 4, h, w] as the model takes them (``process_latent_in`` applied); caption_ids: [N]
-    rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout).
-    Returns the loss of every step.
+    rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout). ``grounding``:
+    a ``GroundingLoss`` over the same images and caption rows, required when
+    ``config.grounding_weight`` > 0.
+    Returns {"denoising": the denoising loss of every step, "grounding": the grounding term of
+    every step from ``grounding_from`` on (unweighted)}.
     """
     from ..training.loss import denoising_losses
+    from .errors import GroundingError
 
+    if config.grounding_weight > 0 and grounding is None:
+        raise GroundingError("grounding_weight > 0 but no grounding loss was given: pass grounding= "
+                             "(base_pipeline builds it from the images' masks), or set grounding_weight=0")
     net = model.diffusion_model.train().requires_grad_(True)
     params = [p for p in net.parameters()]
     ema = [p.detach().clone() for p in params]
@@ -61,7 +76,7 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
     sampling = model.model_sampling
     gen = torch.Generator().manual_seed(config.seed)
-    losses = []
+    losses, grounding_terms = [], []
     for step in range(config.steps):
         idx = torch.randint(0, len(latents), (config.batch,), generator=gen)
         x0 = latents[idx]
@@ -71,11 +86,21 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
         sigma = sampling.sigma(t).float()
         noise = torch.randn(x0.shape, generator=gen)
         x_noisy = sampling.noise_scaling(sigma, noise, x0)
+        grounded = config.grounding_weight > 0 and step >= config.grounding_from
+        options = {}
+        if grounded:
+            grounding.begin(idx, ids)
+            options = grounding.options
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            denoised = model.apply_model(x_noisy, sigma, c_crossattn=conds[ids])
+            denoised = model.apply_model(x_noisy, sigma, c_crossattn=conds[ids], transformer_options=options)
         loss = denoising_losses("eps", sigma, x_noisy, denoised.float(), x0).mean()
+        total = loss
+        if grounded:
+            term = grounding.take()
+            total = loss + config.grounding_weight * term
+            grounding_terms.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -85,9 +110,12 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
         losses.append(float(loss.detach()))
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            shown = {"loss": f"{sum(losses[-50:]) / len(losses[-50:]):.4f}"}
+            if grounding_terms:
+                shown["grounding"] = f"{sum(grounding_terms[-50:]) / len(grounding_terms[-50:]):.4f}"
+            progress.set_postfix(**shown)
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
     net.eval().requires_grad_(False)
-    return losses
+    return {"denoising": losses, "grounding": grounding_terms}

@@ -1,12 +1,14 @@
-"""toyworld/attention_share.py: the subject word's attention share per layer, on the committed base."""
+"""toyworld/attention_share.py: the grounded words' attention shares per layer, on the committed base."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from nested_attention.toyworld.attention_share import (KEYS, attention_share, format_share_table, mask_shares,
-                                                       prompt_groups, record_shares)
+from nested_attention.toyworld.attention_share import (KEYS, TWO_KEYS, attention_share, format_share_table,
+                                                       mask_shares, masked_mean, prompt_groups, record_shares)
+from nested_attention.toyworld.grounding import grounded_phrases
+from nested_attention.toyworld.scene import Scene
 from nested_attention.toyworld.publish import BASE_FILES, COMMITTED_WEIGHTS
 
 CHECKPOINT = COMMITTED_WEIGHTS / BASE_FILES["checkpoint"]
@@ -42,14 +44,17 @@ def test_shares_of_start_words_and_end_padding_sum_to_one_per_query(base):
     from nested_attention.nodes import host
 
     model, clip, vae = base
-    conditioning, groups = prompt_groups(clip, "a close-up pencil drawing of a dog in the snow, on the left", "dog")
+    conditioning, groups = prompt_groups(clip, "a close-up pencil drawing of a dog in the snow, on the left",
+                                         grounded_phrases(("pet",), Scene("snow", "left", "close-up", "pencil")))
     words = {k: v for k, v in groups.items() if k.startswith("word:")}
     dogs = [k for k in words if k.endswith(":dog")]
     assert len(dogs) == 1 and torch.equal(groups["subject"], words[dogs[0]]) and groups["subject"].sum() == 1
+    snow = [k for k in words if k.endswith(":snow")]
+    assert len(snow) == 1 and torch.equal(groups["background"], words[snow[0]])
     assert groups["start"].nonzero().flatten().tolist() == [0]
     partition = torch.stack([groups["start"], groups["end_padding"], *words.values()]).int().sum(0)
     assert partition.tolist() == [1] * 77  # every context position in exactly one group
-    batch = {k: v[None] for k, v in groups.items() if k != "subject"}
+    batch = {k: v[None] for k, v in groups.items() if k not in ("subject", "background")}
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     recorder = record_shares(model, x0, 500, conditioning[0][0], batch, torch.randn_like(x0))
     assert list(recorder.shares) == [layer.id for layer in host.model_layers(model)]
@@ -63,7 +68,8 @@ def test_recording_leaves_the_model_output_unchanged(base):
     from nested_attention.toyworld.attention_share import ShareRecorder
 
     model, clip, _ = base
-    conditioning, groups = prompt_groups(clip, "a photo of a person in the snow, on the left", "person")
+    conditioning, groups = prompt_groups(clip, "a photo of a person in the snow, on the left",
+                                         grounded_phrases(("person",), Scene("snow", "left")))
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([2.0])
     plain = model.model.apply_model(x, sigma, c_crossattn=conditioning[0][0])
@@ -79,16 +85,52 @@ def test_recording_leaves_the_model_output_unchanged(base):
     torch.testing.assert_close(recorded, plain)
 
 
+def test_masked_mean_over_another_subject_reads_the_share_there():
+    share = torch.zeros(1, 16)
+    share[0, :8] = 0.4  # the top half of a 4x4 grid
+    top, bottom = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)
+    top[0, :4], bottom[0, 4:] = 1, 1
+    assert masked_mean(share, top, (4, 4)).item() == pytest.approx(0.4)
+    assert masked_mean(share, bottom, (4, 4)).item() == pytest.approx(0.0)
+
+
+def test_two_subject_captions_group_each_class_word_and_the_background_phrase(base):
+    _, clip, _ = base
+    scene = Scene("red", "left")
+    described = "a photo of a person with long red hair, on a red background, on the left"
+    _, groups = prompt_groups(clip, described, grounded_phrases(("person",), scene))
+    reds = [k for k in groups if k.endswith(":red")]
+    assert len(reds) == 2 and groups["background"].sum() == 2  # "red background", never the hair's "red"
+    assert not (groups["background"] & groups[reds[0]]).any() and (groups["background"] & groups[reds[1]]).any()
+    _, groups = prompt_groups(clip, "a photo of a person on the left and a dog on the right, on a red background",
+                              grounded_phrases(("person", "pet"), scene))
+    assert groups["person"].sum() == 1 and groups["pet"].sum() == 1 and not (groups["person"] & groups["pet"]).any()
+
+
 def test_attention_share_on_the_committed_base_is_a_share_per_layer():
     report = attention_share(CHECKPOINT, ids_per_domain=2, timesteps=(500,))
-    assert report["images"] == 4 and report["timesteps"] == [500]
+    assert report["images"] == 4 and report["two_subject_images"] == 2 and report["timesteps"] == [500]
     assert list(report["layers"]) == ["input_1_0", "input_3_0", "middle_0_0", "output_0_0", "output_1_0",
                                       "output_2_0", "output_3_0"]
     for values in [*report["layers"].values(), report["mean"]]:
-        assert set(values) == set(KEYS)
+        assert set(values) == set(KEYS) and set(TWO_KEYS) <= set(values)
         assert all(0.0 <= values[key] <= 1.0 for key in KEYS), values
         assert values["start"] + values["end_padding"] <= 1.0  # disjoint groups, mean over the same queries
     assert report["mean"]["inside"] == pytest.approx(np.mean([v["inside"] for v in report["layers"].values()]))
     table = format_share_table(report, report).splitlines()
     assert len(table) == 2 + 7 + 1 and table[-1].startswith("| mean |")
-    assert f"{100 * report['layers']['middle_0_0']['inside']:.1f} %" in table[4]
+    middle = report["layers"]["middle_0_0"]
+    assert f"{100 * middle['inside']:.1f} / {100 * middle['outside']:.1f} %" in table[4]
+    assert f"{100 * middle['two_own']:.1f} / {100 * middle['two_other']:.1f} %" in table[4]
+
+
+def test_committed_second_edition_shares_say_the_base_does_not_localise_words():
+    import json
+    from pathlib import Path
+
+    report = json.loads((Path(__file__).parents[2] / "docs/toyworld/attention_share_second_edition.json").read_text())
+    mean = report["mean"]
+    assert set(mean) == set(KEYS)
+    for inside, outside in (("inside", "outside"), ("background_background", "background_subject"),
+                            ("two_own", "two_other")):
+        assert abs(mean[inside] - mean[outside]) < 0.005, (inside, mean)

@@ -36,7 +36,8 @@ def test_train_scorers_writes_both_models_and_a_report(tmp_path):
             "--scene-epochs", "1", "--eval-ids", "3"]
     assert main(args) == 0
     report = json.loads((tmp_path / "scorer_report.json").read_text())
-    assert set(report["scene"]) == {"background", "placement", "framing", "style", "all"}
+    assert set(report["scene"]) == {"background", "placement", "framing", "style", "shirt", "expression", "hat",
+                                    "accessory", "pose", "all"}  # the look factors too
     assert report["eval_identities"] == 6 and report["train_images"] == 24
     assert {"roc_auc", "top1_retrieval", "same_identity_cos"} <= set(report["identity"])
     assert load_scorer(tmp_path / "identity.safetensors").config.num_classes == 12

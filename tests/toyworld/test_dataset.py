@@ -33,7 +33,7 @@ def test_the_folder_has_one_subfolder_per_identity_with_images_captions_and_mask
         image, mask = Image.open(folder / subject / "001.png"), Image.open(folder / subject / "masks" / "001.png")
         assert image.size == mask.size == (64, 64) and image.mode == "RGB" and mask.mode == "L"
         word = "person" if subject.startswith("person") else "dog"
-        assert f"a {word} " in (folder / subject / "000.txt").read_text()
+        assert word in (folder / subject / "000.txt").read_text().replace(",", " ").split()  # the class word, a word
 
 
 def test_words_files_map_every_subject_to_its_class_word(folder):
@@ -53,6 +53,14 @@ def test_the_manifest_says_what_each_image_shows(folder):
     redrawn = render(identity, scene, entry["variation_seed"])
     assert redrawn.tobytes() == Image.open(folder / entry["file"]).convert("RGB").tobytes()  # PNG is lossless
     assert (folder / entry["file"]).with_suffix(".txt").read_text().strip() == caption(entry["domain"], scene)
+    from nested_attention.toyworld.look import LOOK_FACTORS, realised_look
+
+    for item in manifest["images"]:  # each image names only its own domain's look, and records what it shows
+        scene = Scene(**item["scene"])
+        assert scene == scene.for_domain(item["domain"])
+        assert item["look"] == realised_look(item["domain"], scene, item["variation_seed"],
+                                             f"{item['domain']}_{item['identity_id']:04d}")
+        assert set(item["look"]) == set(LOOK_FACTORS[item["domain"]])
 
 
 def test_the_trainer_reads_the_folder(folder):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from nested_attention.toyworld.description import appearance, described_caption
+from nested_attention.toyworld.look import LOOK_FACTORS
 from nested_attention.toyworld.identity import ATTRIBUTES, CLASS_WORDS, DOMAINS, IDENTITY_COUNT, sample_identity
 from nested_attention.toyworld.scene import Scene, caption
 
@@ -41,18 +42,23 @@ def test_examples_read_as_written():
     assert f"{person.skin_tone} skin" in text and "glasses" not in text
     scene = Scene("snow", "left", "full", "watercolor")
     assert described_caption(person, scene) == f"a watercolor painting of a {text}, in the snow, on the left"
+    looked = Scene("snow", "left", "full", "watercolor", shirt="red", expression="smile", hat="cap", pose="lying")
+    assert described_caption(person, looked) == \
+        f"a watercolor painting of a smiling {text}, in a red shirt wearing a cap, in the snow, on the left"
 
 
 def test_captions_keep_the_class_word_and_fit_one_clip_chunk(host):
     import comfy.sd1_clip
 
     tokenizer = comfy.sd1_clip.SD1Tokenizer()
-    scene = Scene("forest", "center", "close-up", "watercolor")  # the longest medium phrase
+    # the longest medium phrase and the longest look phrases
+    scene = Scene("forest", "center", "close-up", "watercolor", shirt="sky_blue", expression="open", hat="top_hat",
+                  accessory="party_hat", pose="standing")
     for domain, i in EVERY[::7]:
         text = described_caption(sample_identity(domain, i), scene)
         chunks = tokenizer.tokenize_with_weights(text)["l"]
         assert len(chunks) == 1, text  # 75 tokens and less: no second chunk
-        assert f" a {CLASS_WORDS[domain]} with " in text
+        assert f" {CLASS_WORDS[domain]} with " in text
 
 
 def test_the_text_encoder_vocabulary_holds_every_word_of_every_description(host):
@@ -64,8 +70,11 @@ def test_the_text_encoder_vocabulary_holds_every_word_of_every_description(host)
     tokenizer = comfy.sd1_clip.SD1Tokenizer()
     vocabulary = vocabulary_tokens(tokenizer, world_captions())
     scene = Scene("beach", "right", "full", "pencil")
+    looks = [Scene("beach", "right", "full", "pencil", **{f: v}) for d in DOMAINS for f, vs in LOOK_FACTORS[d].items()
+             for v in vs]
     described = [described_caption(sample_identity(d, i), scene) for d, i in EVERY]
-    used = vocabulary_tokens(tokenizer, sorted(set(described)) + [caption(d, scene) for d in DOMAINS])
+    described += [described_caption(sample_identity(d, 0), s) for d in DOMAINS for s in looks]
+    used = vocabulary_tokens(tokenizer, sorted(set(described)) + [caption(d, s) for d in DOMAINS for s in [scene] + looks])
     assert used <= vocabulary, sorted(used - vocabulary)[:10]
 
 

@@ -146,8 +146,53 @@ def test_every_encoder_logged_the_reference_gap_on_held_out_subjects(smoke):
 
 
 def test_the_base_stage_measures_where_the_subject_word_attends(smoke):
+    from nested_attention.toyworld.attention_share import KEYS
+
     share = json.loads((smoke / "base" / "attention_share.json").read_text())
     assert len(share["layers"]) == 7 and all(0 <= v["inside"] <= 1 for v in share["layers"].values())
+    assert set(share["mean"]) == set(KEYS) and {"background_background", "two_own", "two_other"} <= set(KEYS)
+
+
+def test_the_smoke_base_trains_with_the_grounding_loss(smoke):
+    report = json.loads((smoke / "base" / "base_report.json").read_text())
+    unet = PRESETS["smoke"].base.unet
+    assert unet.grounding_weight > 0 and unet.grounding_from == 1 < unet.steps
+    assert report["config"]["unet"]["grounding_from"] == 1
+    assert report["unet"]["grounding_first_100"] > 0  # the term of steps 1.. (a fresh UNet spreads its words)
+
+
+def test_pairs_store_each_subjects_mask_and_the_caption_source(smoke):
+    from nested_attention.toyworld.experiment import base_grounding, single_subject_images
+
+    pairs = np.load(smoke / "data" / "pairs.npz")
+    n = PRESETS["smoke"].data.pairs
+    assert pairs["person_masks"].shape == pairs["pet_masks"].shape == (n, 64, 64)
+    assert len(pairs["scenes"]) == len(pairs["sides"]) == n
+    _, manifest = single_subject_images(smoke)
+    grounded = base_grounding(smoke, manifest, pairs)
+    assert grounded.masks.shape == (len(manifest) + n, 3, 64, 64)
+    assert grounded.masks[:len(manifest), 0].any(axis=(1, 2)).all() and not grounded.masks[:len(manifest), 1:].any()
+    assert grounded.masks[len(manifest):, 1:].any(axis=(2, 3)).all() and not grounded.masks[len(manifest):, 0].any()
+    assert [region for _, region in grounded.phrases[-1]] == ["person", "pet", "background"]
+
+
+def test_rendered_pairs_hold_the_masks_of_their_renders():
+    from nested_attention.toyworld.experiment import pair_samples, render_pairs
+    from nested_attention.toyworld.identity import sample_identity
+    from nested_attention.toyworld.render import render_two
+    from nested_attention.toyworld.scene import Scene
+
+    samples = pair_samples(2, 3, range(20))
+    pairs = render_pairs(samples)
+    for i, p in enumerate(samples):
+        rendered = render_two(sample_identity("person", p["person"]), sample_identity("pet", p["pet"]), p["scene"],
+                              p["seed"], 64, person_side=p["side"])
+        assert np.array_equal(pairs["person_masks"][i], np.asarray(rendered.person_mask))
+        assert np.array_equal(pairs["pet_masks"][i], np.asarray(rendered.pet_mask))
+        columns = np.arange(64)
+        person_x = (pairs["person_masks"][i].sum(0) * columns).sum() / pairs["person_masks"][i].sum()
+        assert (person_x < 32) == (p["side"] == "left") and pairs["sides"][i] == p["side"]
+        assert Scene(**json.loads(str(pairs["scenes"][i]))) == p["scene"]
 
 
 def test_base_captions_name_the_attributes_for_their_share_of_images():

@@ -132,3 +132,65 @@ def test_other_sizes_render_and_bad_sizes_are_errors():
     for size in (0, 15, 63, 1024, 64.0):
         with pytest.raises(RenderError, match="size"):
             render(identity, Scene(), 0, size=size)
+
+
+def _diff_rows(a, b):
+    changed = (np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).sum(axis=2) > 0)
+    return np.nonzero(changed.any(axis=1))[0]
+
+
+@pytest.mark.parametrize("hat", ["cap", "top_hat", "crown"])
+def test_a_hat_changes_only_the_head_region(hat):
+    from nested_attention.toyworld.person import HEAD_Y
+
+    person = sample_identity(PERSON, 7)
+    bare = render_with_mask(person, Scene("blue", "center", "full", "photo", hat="none"), 3)
+    hatted = render_with_mask(person, Scene("blue", "center", "full", "photo", hat=hat), 3)
+    rows = _diff_rows(bare.image, hatted.image)
+    assert len(rows) >= 3  # visible at 64 px
+    chin = 0.5 * 64 + 0.05 * 64  # head centre row (HEAD_AT) + a margin: the hat sits above the brows
+    assert rows.max() < chin and rows.min() < bare.box[1] + 2, rows
+    assert np.asarray(hatted.mask).sum() > np.asarray(bare.mask).sum()  # the hat is part of the subject
+
+
+@pytest.mark.parametrize("accessory", ["bandana", "party_hat", "bow"])
+def test_a_dog_accessory_is_visible(accessory):
+    pet = sample_identity(PET, 7)
+    plain = render(pet, Scene("blue", "center", "full", "photo", accessory="none", pose="sitting"), 3)
+    worn = render(pet, Scene("blue", "center", "full", "photo", accessory=accessory, pose="sitting"), 3)
+    changed = (np.abs(np.asarray(plain, np.int16) - np.asarray(worn, np.int16)).sum(axis=2) > 60).sum()
+    assert changed >= 12, changed
+
+
+def test_dog_poses_have_different_silhouettes():
+    pet = sample_identity(PET, 7)
+    masks = {pose: np.asarray(render_with_mask(pet, Scene("blue", "center", "full", "photo", pose=pose), 3).mask) >= 128
+             for pose in ("sitting", "standing", "lying")}
+    boxes = {pose: render_with_mask(pet, Scene("blue", "center", "full", "photo", pose=pose), 3).box for pose in masks}
+    for a, b in (("sitting", "standing"), ("sitting", "lying"), ("standing", "lying")):
+        assert (masks[a] ^ masks[b]).sum() > 60, (a, b)
+    assert boxes["lying"][3] < boxes["sitting"][3] - 5  # lying is lower to the ground: its paws end higher
+    assert boxes["standing"][2] - boxes["standing"][0] > boxes["sitting"][2] - boxes["sitting"][0] + 5  # longer
+
+
+def test_shirt_and_expression_named_by_the_scene_override_the_variation():
+    person = sample_identity(PERSON, 2)
+    shirts = {shirt: np.asarray(render(person, Scene(shirt=shirt), 5)) for shirt in ("red", "green")}
+    assert not np.array_equal(shirts["red"], shirts["green"])
+    bottom = shirts["red"][-6:, 24:40].reshape(-1, 3).mean(axis=0)
+    assert bottom[0] > bottom[1] + 40 and bottom[0] > bottom[2] + 40  # a red shirt reads red
+    faces = {e: render(person, Scene(expression=e), 5) for e in ("smile", "neutral", "open")}
+    assert len({im.tobytes() for im in faces.values()}) == 3
+
+
+def test_realised_look_agrees_with_the_render():
+    from dataclasses import replace
+
+    from nested_attention.toyworld.look import realised_look
+
+    for domain in (PERSON, PET):
+        for i in range(8):
+            identity, scene = sample_identity(domain, i), Scene("green", "left", "full", "photo")
+            look = realised_look(domain, scene, 100 + i, identity.key)
+            assert np.array_equal(np.asarray(render(identity, scene, 100 + i)),
+                                  np.asarray(render(identity, replace(scene, **look), 100 + i)))

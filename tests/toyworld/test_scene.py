@@ -5,8 +5,12 @@ import pytest
 
 from nested_attention.toyworld.errors import SceneError
 from nested_attention.toyworld.identity import CLASS_WORDS, DOMAINS
+from dataclasses import asdict
+
+from nested_attention.toyworld.look import LOOK_FACTORS, LOOK_FIELDS, LOOK_WORDS, realised_look
 from nested_attention.toyworld.scene import (BACKGROUND_WORDS, FACTORS, PLACEMENT_WORDS, STYLE_WORDS, Scene, all_scenes, caption,
-                            caption_two, sample_scene)
+                            caption_two, parse_caption, reference_scene, sample_scene)
+from nested_attention.toyworld.variation import sample_variation
 
 
 def test_class_words_are_single_plain_words():
@@ -59,3 +63,72 @@ def test_sampled_scenes_are_deterministic_and_cover_every_value():
         assert {getattr(s, factor) for s in scenes} == set(values)
     assert Scene("night", "right", "close-up", "pencil").labels() == {
         "background": 5, "placement": 2, "framing": 1, "style": 1}
+
+
+def test_look_factors_have_one_phrase_per_value():
+    assert set(LOOK_FACTORS) == set(DOMAINS)
+    assert set(LOOK_FACTORS["person"]) == {"shirt", "expression", "hat"}
+    assert set(LOOK_FACTORS["pet"]) == {"accessory", "pose"}
+    assert LOOK_FACTORS["person"]["hat"][0] == "none" == LOOK_FACTORS["pet"]["accessory"][0]
+    phrases = [p for factors in LOOK_WORDS.values() for words in factors.values() for p in words.values()]
+    assert len(phrases) == len(set(phrases)) and all(phrases)
+    assert LOOK_WORDS["person"]["shirt"]["red"] == "in a red shirt"
+
+
+def test_captions_name_the_look_of_their_domain_around_the_class_word():
+    scene = Scene("snow", "left", shirt="red", expression="smile", hat="cap", accessory="bow", pose="standing")
+    assert caption("person", scene) == "a photo of a smiling person in a red shirt wearing a cap in the snow, on the left"
+    assert caption("pet", scene) == "a photo of a standing dog wearing a bow in the snow, on the left"
+    assert caption_two(scene, "right") == ("a photo of a smiling person in a red shirt wearing a cap on the right and "
+                                           "a standing dog wearing a bow on the left, in the snow")
+    assert caption("person", Scene(hat="none")) == "a photo of a person without a hat on a blue background, in the center"
+    assert caption("pet", scene.for_domain("person")) == caption("pet", Scene("snow", "left"))
+
+
+def test_captions_parse_back_into_their_scene():
+    for i in range(300):
+        scene = sample_scene("parse", i)
+        for domain in DOMAINS:
+            assert parse_caption(caption(domain, scene)) == (domain, scene.for_domain(domain))
+    with pytest.raises(SceneError, match="not a toy-world"):
+        parse_caption("a photo of a cat in the snow, on the left")
+
+
+def test_look_values_are_validated_and_scenes_round_trip_through_json():
+    with pytest.raises(SceneError, match="hat 'fedora'.*cap"):
+        Scene(hat="fedora")
+    with pytest.raises(SceneError, match="pose"):
+        Scene(pose="flying")
+    scene = Scene("night", "right", "close-up", "pencil", shirt="sky_blue", pose="lying")
+    assert Scene(**asdict(scene)) == scene
+    assert Scene(**asdict(Scene())) == Scene() and Scene().hat is None
+
+
+def test_sampled_scenes_name_each_look_factor_about_half_the_time():
+    scenes = [sample_scene("look", i) for i in range(800)]
+    for field in LOOK_FIELDS:
+        named = [getattr(s, field) for s in scenes if getattr(s, field) is not None]
+        assert 0.4 < len(named) / len(scenes) < 0.6, field
+        domain = "person" if field in LOOK_FACTORS["person"] else "pet"
+        assert set(named) == set(LOOK_FACTORS[domain][field]), field
+        if field in ("hat", "accessory"):
+            assert 0.4 < named.count("none") / len(named) < 0.6, field
+    assert sample_scene(5, "x") == sample_scene(5, "x")
+
+
+def test_realised_look_is_the_named_value_else_the_variation_draw():
+    key = "person_0003"
+    drawn = sample_variation(11, key)
+    assert realised_look("person", Scene(), 11, key) == {"shirt": drawn.shirt, "expression": drawn.expression,
+                                                        "hat": drawn.hat}
+    assert realised_look("person", Scene(hat="crown", pose="lying"), 11, key)["hat"] == "crown"
+    assert realised_look("pet", Scene(pose="lying"), 11, "pet_0003")["pose"] == "lying"
+    hats = {realised_look("person", Scene(), seed, key)["hat"] for seed in range(60)}
+    assert hats == set(LOOK_FACTORS["person"]["hat"])  # unnamed: the variation draws every value
+
+
+def test_reference_scenes_carry_no_hat_and_no_accessory():
+    for i in range(50):
+        scene = reference_scene("toyworld-eval-reference", "person", 1800 + i)
+        assert scene.hat == "none" and scene.accessory == "none"
+        assert scene.background == sample_scene("toyworld-eval-reference", "person", 1800 + i).background
