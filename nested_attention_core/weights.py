@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -250,6 +250,7 @@ def _from_ip_adapter(path: Path, tensors: dict[str, Tensor], device) -> NestedAt
     config = _infer_ip_adapter_config(path, proj)
     numbers = {k.split(".")[1] for k in tensors if k.startswith("ip_adapter.")}
     family = ip_adapter_file_family(path, len(numbers), config.output_dim)
+    config = _family_head_split(config, family)
     ordered = ip_adapter_order(list(family.layers))
     encoder = _skeleton(path, config, list(family.layers))
     expected = {f"image_proj.{k}": tuple(t.shape) for k, t in encoder.resampler.state_dict().items()}
@@ -284,6 +285,17 @@ def ip_adapter_file_family(path: PathLike, count: int, output_dim: int):
         log.warning("%s: token width %d is not %s's context width %d; taking %s from its %d layers",
                     path, output_dim, family.display_name, family.context_dim, family.name, count)
     return family
+
+
+def _family_head_split(config: EncoderConfig, family) -> EncoderConfig:
+    """An IP-Adapter Plus file does not record how its resampler's attention width is split into heads
+    (IP-Adapter's own: 64 per head, ``IP_ADAPTER_DIM_HEAD``); a family whose encoder has the same
+    attention width split otherwise (the toy world's 4 x 32) gets its own split. SD1.5 and SDXL split
+    by 64 like IP-Adapter, so their files are read as before."""
+    own = family.encoder
+    if own.dim_head == config.dim_head or own.heads * own.dim_head != config.heads * config.dim_head:
+        return config
+    return replace(config, heads=own.heads, dim_head=own.dim_head)
 
 
 def _infer_ip_adapter_config(path: Path, proj: dict[str, Tensor]) -> EncoderConfig:

@@ -74,10 +74,7 @@ class Collected:
         identity score; with ``attributes``, the per-attribute accuracy of each domain (one subject)."""
         clusters = [key[:2] for key in self.keys]
         sims = self._similarities(identity_net)
-        hits = scene_hits(scene_net, np.stack(self.images), self.scenes)
-        if factors is not None:  # "all": every reported factor right
-            hits = {name: hits[name] for name in factors}
-            hits["all"] = torch.stack(list(hits.values())).all(dim=0)
+        hits = self._hits(scene_net, factors)
         prompt = {name: float(right.double().mean()) for name, right in hits.items()}
         out = {"identity": float(sims.mean()), "identity_se": clustered_se(sims.tolist(), clusters),
                "prompt": prompt, "prompt_se": clustered_se(hits["all"].double().tolist(), clusters),
@@ -86,6 +83,19 @@ class Collected:
             out["attributes"] = self._attribute_accuracy(identity_net)
         out["per_image"] = {key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}
         return out
+
+    def _hits(self, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
+        """{factor: bool per image} of the reported factors and ``all`` (every reported factor right)."""
+        hits = scene_hits(scene_net, np.stack(self.images), self.scenes)
+        if factors is not None:
+            hits = {name: hits[name] for name in factors}
+            hits["all"] = torch.stack(list(hits.values())).all(dim=0)
+        return hits
+
+    def per_image(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
+        """{key: (identity, prompt all right as 0/1)} of every image."""
+        sims, hits = self._similarities(identity_net), self._hits(scene_net, factors)["all"]
+        return {key: (float(s), float(h)) for key, s, h in zip(self.keys, sims, hits)}
 
     def _similarities(self, identity_net) -> torch.Tensor:
         """Each image's mean cosine to its cluster's gallery, one gallery embedding per cluster."""
@@ -110,3 +120,21 @@ class Collected:
                 hit = (predicted[name] == torch.tensor([t[name] for t in truth])).double().tolist()
                 out[CLASS_WORDS[domain]][name] = {"accuracy": float(np.mean(hit)), "se": clustered_se(hit, clusters)}
         return out
+
+
+def paired_difference(first: Collected, second: Collected, identity_net, scene_net,
+                      factors: Optional[Sequence[str]] = None) -> dict:
+    """``first`` minus ``second`` on the keys (identity, prompt, seed) both rows have: the mean of the
+    per-image differences of identity and of prompt alignment (all), each ± its standard error clustered
+    by the key's cluster (identity, pair or seed), n and the clusters. Rows with the same seeds on the same
+    keys differ only by what they add, so the paired difference is sharper than the two means' SEs say."""
+    ours, theirs = first.per_image(identity_net, scene_net, factors), second.per_image(identity_net, scene_net, factors)
+    keys = [key for key in ours if key in theirs]
+    if not keys:
+        return {"identity": None, "identity_se": None, "prompt": None, "prompt_se": None, "n": 0, "identities": 0}
+    clusters = [key[:2] for key in keys]
+    identity = [ours[k][0] - theirs[k][0] for k in keys]
+    prompt = [ours[k][1] - theirs[k][1] for k in keys]
+    return {"identity": float(np.mean(identity)), "identity_se": clustered_se(identity, clusters),
+            "prompt": float(np.mean(prompt)), "prompt_se": clustered_se(prompt, clusters),
+            "n": len(keys), "identities": len(set(clusters))}

@@ -17,4 +17,4 @@ TOY_FAMILY = ModelFamily(
           + layer_table("output", {0: (1, 128), 1: (1, 128), 2: (1, 64), 3: (1, 64)})),
     encoder=EncoderConfig(num_tokens=8, width=128, depth=2, heads=4, dim_head=32, ff_mult=2,
                           image_feature_dim=TOY_IMAGE_FEATURE_DIM, output_dim=TOY_CONTEXT_DIM),
-    resolution=64)
+    resolution=64, ip_adapter=True)  # the evaluation writes its decoupled baseline as an IP-Adapter Plus file

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from safetensors import safe_open
 import numpy as np
 
 from ..nested_attention_core.methods import DECOUPLED, NESTED, SINGLE_TOKEN
-from .evaluation import TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, method_row
+from .evaluation import IP_ADAPTER_ROW, TWO_SUBJECT_SCENES, EvalConfig, evaluate, evaluation_size, method_row
 from .evaluation_inputs import reference as evaluation_reference, reference_render
 from .errors import ExperimentError
 from .identity import PERSON, PET
@@ -60,7 +61,8 @@ COMMITTED_WEIGHTS = REPO_ROOT / "toyworld" / "weights"
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "toyworld"
 ORACLE_DIR = "benchmark/oracles"  # per-identity oracle subjects: <method file key>/<domain>_<id>.safetensors
 RESULT_FILES = ("results.json", "results.md", "grid.png", "tradeoff.png")
-RESULTS_FORMAT = 2  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep
+RESULTS_FORMAT = 3  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep;
+# 3 = + the IP-Adapter file's row and curve, paired differences, two subjects without regions and leakage, demo
 
 
 def _fp16_copy(source: Path, target: Path) -> None:
@@ -119,6 +121,22 @@ def load_methods(weights_dir: Path) -> dict:
             for name, method in METHODS.items()}
 
 
+def with_ip_adapter_row(methods: dict, folder) -> dict:
+    """``methods`` and the row ``IP_ADAPTER_ROW``: the decoupled encoder written as an IP-Adapter Plus file
+    in ``folder`` and read back by the Loader's function (``ipadapter_file.py``), applied as ours is."""
+    from ..nested_attention_core.errors import WeightsFormatError
+    from ..training.method import NESTED_TRAINING
+    from .ipadapter_file import through_ip_adapter_file
+
+    try:
+        loaded = through_ip_adapter_file(methods[method_row(DECOUPLED)][1], folder)
+    except WeightsFormatError as err:  # e.g. the smoke preset's 2 x 16 heads: IP-Adapter's resampler splits by 64
+        log.warning("the decoupled encoder cannot be read as an IP-Adapter Plus file (%s): the evaluation leaves out "
+                    "the row %r", err, IP_ADAPTER_ROW)
+        return methods
+    return {**methods, IP_ADAPTER_ROW: (NESTED_TRAINING, loaded.encoder.float().eval())}
+
+
 def load_oracle_subjects(weights_dir: Path) -> dict:
     """{(method name, domain, id): NestedSubject} of the published oracles (``ORACLE_DIR``); {} with a
     logged notice when the folder is absent (the oracle rows are then left out of the table)."""
@@ -148,7 +166,8 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
                                   "publish stage wrote (OUT_DIR/weights), or restore the committed ones with "
                                   "`git checkout -- toyworld/weights`")
     host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
-    methods = load_methods(weights_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        methods = with_ip_adapter_row(load_methods(weights_dir), folder)
     oracles = load_oracle_subjects(weights_dir)
     identity_net = load_scorer(weights_dir / SCORER_FILES["identity"]).float()
     scene_net = load_scorer(weights_dir / SCORER_FILES["scene"]).float()
@@ -160,7 +179,7 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
             result = evaluate(host, methods, identity_net, scene_net, config, oracles, progress)
     finally:
         torch.set_num_threads(threads)
-    scores = {"single": result["single"], "sweep": result["sweep"], "two": result["two"]}
+    scores = {k: result[k] for k in ("single", "paired", "sweep", "two", "demo")}
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(json.dumps(
         {"format": RESULTS_FORMAT, "config": asdict(config), "ksampler_calls": calls, "scores": scores},
@@ -168,7 +187,7 @@ def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> di
     (results_dir / "results.md").write_text(markdown_report(scores, config, calls))
     tradeoff_plot(scores["sweep"]).save(results_dir / "tradeoff.png")
     ids = config.ids()[:2]
-    keys = [(d, i, scene) for d in (PERSON, PET) for i in ids for scene in config.scenes()[:3]]
+    keys = [(d, i, scene) for d in (PERSON, PET) for i in ids for scene in config.scenes_for(d, i)[:3]]
     refs = {(d, i): evaluation_reference(d, i) for d in (PERSON, PET) for i in ids}
     references = {k: (np.asarray(r.image), np.asarray(r.mask)) for k, r in refs.items()}
     two_rows = result["two_rows"]

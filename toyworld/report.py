@@ -1,7 +1,8 @@
 """The experiment's results as markdown tables and a PNG grid (reference | every row, per prompt).
 
-Tables: the main one (identity and prompt alignment of every row), per-attribute accuracy against
-the reference (persons, dogs), the trade-off sweep (drawn by ``tradeoff.py``) and two subjects.
+Tables: the main one (identity and prompt alignment of every row), paired differences (ours minus
+each other method), per-attribute accuracy against the reference (persons, dogs), the trade-off sweep
+(drawn by ``tradeoff.py``), two subjects (with and without region masks, leakage) and the demo.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..nested_attention_core.reference import prepare_reference_images
-from .evaluation import BASE, RENDERS, ROUND_TRIP, TWO_SUBJECT_SCENES, EvalConfig
+from .evaluation import BASE, NO_REGIONS, OURS, RENDERS, ROUND_TRIP, TWO_SUBJECT_SCENES, EvalConfig
+from .evaluation_two import DEMO_SEEDS
 from .identity import ATTRIBUTES, CLASS_WORDS
 from .scene import FACTORS, caption, caption_two
 
@@ -50,9 +52,11 @@ def markdown_report(scores: dict, config: EvalConfig, calls: int) -> str:
         if "same_images" in s:
             others = ", ".join(f"{row} {value:.3f}" for row, value in s["same_images"].items())
             lines += ["", f"On the {s['n']} images of *{name}*: {others}, oracle {s['identity']:.3f}."]
+    lines += paired_table(scores.get("paired", {}))
     lines += attribute_tables(scores["single"])
     lines += sweep_table(scores["sweep"], config)
     lines += two_subject_table(scores["two"], config)
+    lines += demo_table(scores.get("demo", {}))
     return "\n".join(lines) + "\n"
 
 
@@ -62,6 +66,26 @@ def _oracle_note(single: dict) -> str:
         return ("No per-identity oracle rows: the weights folder holds no oracle subjects "
                 "(benchmark/oracles/, written by toyworld/oracle.py).")
     return "Oracle rows cover only the identities with a fitted oracle (column ids)."
+
+
+def _signed(value, se) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.3f} ± {se:.3f}" if se is not None else f"{value:+.3f}"
+
+
+def paired_table(paired: dict) -> list[str]:
+    """Ours minus each other method, image by image on the same (identity, prompt, seed)."""
+    if not paired:
+        return []
+    lines = ["", "Paired differences (whole references, strength 1): ours minus the other row on the same "
+             "(identity, prompt) with the same seed, the mean of the per-image differences ± the standard error "
+             "clustered by identity.", "", "| difference | identity | prompt: all | images | ids |",
+             "|---|---|---|---|---|"]
+    for name, d in paired.items():
+        lines.append(f"| {name} | {_signed(d['identity'], d['identity_se'])} | {_signed(d['prompt'], d['prompt_se'])} "
+                     f"| {d['n']} | {d['identities']} |")
+    return lines
 
 
 def attribute_tables(single: dict) -> list[str]:
@@ -101,8 +125,9 @@ def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
         return []
     ids = config.ids()[:config.sweep_ids_per_domain]
     scenes = config.scenes()[:config.sweep_prompts]
-    lines = ["", f"Trade-off (`tradeoff.png`): each method's strength swept (nested attention: lambda; single token: "
-             f"value scale; decoupled cross-attention: scale), whole references, {len(ids)} persons and {len(ids)} dogs "
+    lines = ["", f"Trade-off (`tradeoff.png`): each method's strength swept (nested attention and the IP-Adapter file "
+             f"through the nested rule: lambda; single token: value scale; decoupled cross-attention: scale), whole "
+             f"references, {len(ids)} persons and {len(ids)} dogs "
              f"(ids {ids[0]}-{ids[-1]}) x {len(scenes)} prompts ({', '.join(map(_scene_text, scenes))}); every point, "
              "strength 1 and the base, oracle text and renders included, on the same images' keys.", "",
              "| row | strength | identity ↑ | prompt: all ↑ | images |", "|---|---|---|---|---|"]
@@ -119,15 +144,43 @@ def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
 def two_subject_table(two: dict, config: EvalConfig) -> list[str]:
     if not two:
         return []
+    confined = two.get(OURS, two[BASE])
     lines = ["", f"Two subjects in one image ({config.pairs} held-out person/dog pairs x {len(TWO_SUBJECT_SCENES)} "
-             "prompts; person region = left half, dog = right half; each half scored against halves of two-subject "
-             "renders of its identity; ± clustered by pair):", "",
-             "| row | person identity ↑ | dog identity ↑ | background ↑ | style ↑ |", "|---|---|---|---|---|"]
+             "prompts; person = left half, dog = right half; each half scored against halves of two-subject renders "
+             "of its identity; ± clustered by pair). Regions: one Apply per subject with its half as region mask; "
+             f"*{NO_REGIONS}*: both subjects applied to the whole image, the words alone bind them. Leakage: the "
+             "other half scored against a subject's gallery (person → dog half: the dog half's identity score "
+             "towards the person; dog → person half: the person half's towards the dog), in parentheses minus the "
+             f"row with region masks (*{OURS}*: same seeds and subjects, each confined to its half: no leakage).", "",
+             "| row | person identity ↑ | dog identity ↑ | person → dog half ↓ | dog → person half ↓ | background ↑ "
+             "| style ↑ |", "|---|---|---|---|---|---|---|"]
     for name, parts in two.items():
         person, dog = parts["person"], parts["dog"]
+        leaks = [f"{parts[k]['identity']:.3f}" + ("" if parts is confined else
+                                                   f" ({parts[k]['identity'] - confined[k]['identity']:+.3f})")
+                 for k in ("person_in_dog_half", "dog_in_person_half")]
         lines.append(f"| {name} | {_pm(person['identity'], person['identity_se'])} | "
-                     f"{_pm(dog['identity'], dog['identity_se'])} | "
+                     f"{_pm(dog['identity'], dog['identity_se'])} | {leaks[0]} | {leaks[1]} | "
                      f"{person['prompt']['background']:.3f} | {person['prompt']['style']:.3f} |")
+    return lines
+
+
+def demo_table(demo: dict) -> list[str]:
+    """The demo's scores: ours and the base over the rule's seeds, and ours - base."""
+    if not demo:
+        return []
+    rule = demo["rule"]
+    lines = ["", f"The demo (`make demo`, toyworld/workflows/toyworld_two_subjects.json), chosen by a rule written "
+             f"before looking: the evaluation's first pair (person {rule['person']}, dog {rule['dog']}), its first "
+             f"two-subject prompt (\"{rule['prompt']}\"), the evaluation's seed of that image ({rule['seed']}), "
+             f"strength {rule['strength']:g}, region masks, whole references. Its scores over {DEMO_SEEDS} seeds (the "
+             "rule's first), ours and the base with the same seeds; ± over seeds.", "",
+             "| subject | ours | base | ours - base | ours at the workflow's seed |", "|---|---|---|---|---|"]
+    for part in ("person", "dog"):
+        ours, base, diff = demo[part][OURS], demo[part][BASE], demo[part]["ours - base"]
+        first = next(iter(ours["per_image"].values()))
+        lines.append(f"| {part} | {_pm(ours['identity'], ours['identity_se'])} | {_pm(base['identity'], base['identity_se'])} "
+                     f"| {_signed(diff['identity'], diff['identity_se'])} | {first:.3f} |")
     return lines
 
 

@@ -1,7 +1,7 @@
 """The trade-off plot the paper's claim is about: identity (y) against prompt alignment (x).
 
-One polyline per method through its strength sweep (nested attention: lambda, single token: value
-scale, decoupled cross-attention: scale), each point labelled with its strength; the base without a
+One polyline per method through its strength sweep (nested attention and the IP-Adapter file
+through the nested rule: lambda, single token: value scale, decoupled cross-attention: scale), each point labelled with its strength; the base without a
 subject, the base with the attribute caption (oracle text) and the renders as labelled points (the
 renders are named in the legend when they lie far above everything else); the standard errors
 clustered by identity as error bars. Input: ``evaluation.sweep_scores``. PIL only.
@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 CURVE_COLOURS = ((214, 39, 40), (31, 119, 180), (44, 160, 44), (148, 103, 189), (140, 86, 75))
 POINT_COLOURS = ((0, 0, 0), (227, 119, 194), (127, 127, 127))
 PLOT = (90, 50, 610, 470)  # the axes' box: left, top, right, bottom
-WIDTH, HEIGHT = 980, 540
+WIDTH, HEIGHT = 1040, 540
+LEGEND = PLOT[2] + 60  # the legend's left edge: room for the strength labels of points at the right edge
 GRID, INK = (235, 235, 235), (0, 0, 0)
 OFF_FRAME = "renders"  # points whose name starts so do not set the axes' range
 
@@ -87,25 +88,29 @@ def tradeoff_plot(sweep: dict) -> Image.Image:
         for strength, point in shown:
             px, py = _marker(draw, box, point, colour, filled=True)
             draw.text((px + 6, py - 6), strength, fill=colour, font=small, anchor="lb")
-        draw.line([(right + 20, legend_y + 8), (right + 44, legend_y + 8)], fill=colour, width=2)
-        draw.text((right + 50, legend_y + 8), method, fill=colour, font=small, anchor="lm")
-        legend_y += 22
+        draw.line([(LEGEND, legend_y + 8), (LEGEND + 24, legend_y + 8)], fill=colour, width=2)
+        for line in textwrap.wrap(method, 48):
+            draw.text((LEGEND + 30, legend_y + 8), line, fill=colour, font=small, anchor="lm")
+            legend_y += 16
+        legend_y += 6
     for n, (name, scores) in enumerate(sweep["points"].items()):
         colour, point = POINT_COLOURS[n % len(POINT_COLOURS)], Point.of(scores)
         text = name
         if box.holds(point):
             px, py = _marker(draw, box, point, colour, filled=False)
-            draw.text((px + 8, py + 4), name.split(" (")[0], fill=colour, font=small, anchor="lt")
+            right_edge = px > right - 150  # labelled to the left, inside the plot
+            draw.text((px - 8 if right_edge else px + 8, py + 4), name.split(" (")[0], fill=colour, font=small,
+                      anchor="rt" if right_edge else "lt")
         else:
             text = f"{name}: identity {point.y:.2f}, prompt {point.x:.2f} (off the plot)"
-        draw.rectangle([right + 27, legend_y + 3, right + 37, legend_y + 13], outline=colour, width=2)
+        draw.rectangle([LEGEND + 7, legend_y + 3, LEGEND + 17, legend_y + 13], outline=colour, width=2)
         for line in textwrap.wrap(text, 48):
-            draw.text((right + 50, legend_y + 8), line, fill=colour, font=small, anchor="lm")
+            draw.text((LEGEND + 30, legend_y + 8), line, fill=colour, font=small, anchor="lm")
             legend_y += 16
         legend_y += 6
-    for note in ("numbers: strength (1 = the main table)", "nested: lambda; single token: value",
-                 "scale; decoupled: scale", "bars: ± SE clustered by identity"):
-        draw.text((right + 20, legend_y + 14), note, fill=(80, 80, 80), font=small, anchor="lm")
+    for note in ("numbers: strength (1 = the main table)", "nested, IP-Adapter file: lambda;",
+                 "single token: value scale; decoupled: scale", "bars: ± SE clustered by identity"):
+        draw.text((LEGEND, legend_y + 14), note, fill=(80, 80, 80), font=small, anchor="lm")
         legend_y += 16
     return image
 

@@ -68,14 +68,15 @@ def test_text_encoder_knows_only_the_world_vocabulary(smoke):
 
 
 def test_results_table_and_grid(smoke):
-    from nested_attention.toyworld.evaluation import BASE, ORACLE_TEXT, OURS, RENDERS, ROUND_TRIP, masked_row
+    from nested_attention.toyworld.evaluation import (BASE, NO_REGIONS, ORACLE_TEXT, OURS, RENDERS, ROUND_TRIP,
+                                                      masked_row)
 
     results = smoke / "results"
     table = (results / "results.md").read_text()
     for name in (*METHODS, *map(masked_row, METHODS), BASE, RENDERS, ROUND_TRIP, ORACLE_TEXT):
         assert f"| {name} |" in table
     scores = json.loads((results / "results.json").read_text())["scores"]
-    assert set(scores["two"]) == {BASE, OURS, masked_row(OURS)}
+    assert set(scores["two"]) == {BASE, OURS, masked_row(OURS), NO_REGIONS}
     config = PRESETS["smoke"].evaluation
     for name, s in scores["single"].items():
         assert -1 <= s["identity"] <= 1 and 0 <= s["prompt"]["all"] <= 1
