@@ -173,7 +173,9 @@ def test_pairs_store_each_subjects_mask_and_the_caption_source(smoke):
     assert grounded.masks.shape == (len(manifest) + n, 3, 64, 64)
     assert grounded.masks[:len(manifest), 0].any(axis=(1, 2)).all() and not grounded.masks[:len(manifest), 1:].any()
     assert grounded.masks[len(manifest):, 1:].any(axis=(2, 3)).all() and not grounded.masks[len(manifest):, 0].any()
-    assert [region for _, region in grounded.phrases[-1]] == ["person", "pet", "background"]
+    last = grounded.phrases[-1]  # class words, the look values the caption names, the background's words
+    assert [(p, r) for p, r in last if p in ("person", "dog")] == [("person", "person"), ("dog", "pet")]
+    assert last[-1][1] == "background" and {r for _, r in last[:-1]} == {"person", "pet"}
 
 
 def test_rendered_pairs_hold_the_masks_of_their_renders():
