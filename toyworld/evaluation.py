@@ -44,6 +44,7 @@ from .description import described_caption
 from .errors import ExperimentError
 from .evaluation_inputs import (gallery_renders, half, pair_gallery, reference, reference_render, region_masks,
                                 scene_render)
+from .evaluation_prompts import identity_prompts
 from .evaluation_rows import (BASE, IP_ADAPTER_ROW, MASKED, NO_REGIONS, ORACLE_TEXT, OURS, RENDERS, ROUND_TRIP, WHOLE,
                               masked_methods, masked_row, method_row, oracle_row, tick)
 from .evaluation_scores import Collected, paired_difference
@@ -108,8 +109,9 @@ class EvalConfig:
 
     def scenes_for(self, domain: str, identity_id: int) -> tuple[Scene, ...]:
         """The prompts of one identity, in order (every row, the sweep and the grid take them from here):
-        for now the first ``prompts`` of EVAL_SCENES for everyone."""
-        return self.scenes()
+        the first ``prompts`` of EVAL_SCENES, each asking for look values its reference does not show
+        (``evaluation_prompts``)."""
+        return identity_prompts(domain, identity_id, self.scenes(), self.seed)
 
     def sweep_keys(self) -> list:
         """(domain, id, scene) of the sweep's images."""

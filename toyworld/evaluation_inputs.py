@@ -17,13 +17,24 @@ import torch
 from .identity import PERSON, PET, heldout_ids, sample_identity
 from .render import Rendered, render, render_two, render_with_mask
 from .rng import key_seed
-from .scene import Scene, sample_scene
+from .look import realised_look
+from .scene import Scene, reference_scene, sample_scene
+
+
+def _reference_source(domain: str, identity_id: int) -> tuple[Scene, int]:
+    """The reference's scene (no hat, no accessory: ``reference_scene``) and variation seed."""
+    key = ("toyworld-eval-reference", domain, identity_id)
+    return reference_scene(*key).for_domain(domain), key_seed(*key) & 0x7FFFFFFF
 
 
 def reference(domain: str, identity_id: int) -> Rendered:
     """The identity's evaluation reference: image and subject mask (``render_with_mask``)."""
-    key = ("toyworld-eval-reference", domain, identity_id)
-    return render_with_mask(sample_identity(domain, identity_id), sample_scene(*key), key_seed(*key) & 0x7FFFFFFF)
+    return render_with_mask(sample_identity(domain, identity_id), *_reference_source(domain, identity_id))
+
+
+def reference_look(domain: str, identity_id: int) -> dict[str, str]:
+    """What the reference shows of each look factor (``look.realised_look``): the values a prompt avoids."""
+    return realised_look(domain, *_reference_source(domain, identity_id), sample_identity(domain, identity_id).key)
 
 
 def reference_render(domain: str, identity_id: int) -> np.ndarray:

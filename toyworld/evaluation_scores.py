@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from .identity import ATTRIBUTES, CLASS_WORDS, attribute_labels, sample_identity
-from .scoring import predict_attributes, reference_similarity, scene_hits
+from .look import LOOK_FIELDS
+from .scene import FACTORS
+from .scoring import predict_attributes, reference_similarity, scored_factors
 
 
 def clustered_se(values: Sequence[float], clusters: Sequence) -> Optional[float]:
@@ -70,31 +72,42 @@ class Collected:
     def scores(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None,
                attributes: bool = False) -> dict:
         """identity (± clustered SE), prompt accuracy per factor (``factors``: those reported; default
-        all) and ``all``, every reported factor right (± clustered SE), n, identities, every image's
-        identity score; with ``attributes``, the per-attribute accuracy of each domain (one subject)."""
+        all; a look factor over the images whose prompt names it), ``all`` (every factor its prompt names
+        right, ± clustered SE), ``scene: all`` and ``subject: all`` (the scene factors / the look factors,
+        over the images whose prompt names one), n, identities, every image's identity score; with
+        ``attributes``, the per-attribute accuracy of each domain (one subject)."""
         clusters = [key[:2] for key in self.keys]
         sims = self._similarities(identity_net)
         hits = self._hits(scene_net, factors)
-        prompt = {name: float(right.double().mean()) for name, right in hits.items()}
+        prompt = {name: float(right[named].double().mean()) for name, (right, named) in hits.items()}
+        all_right = _every_right(hits.values(), len(self.images))
+        prompt["all"] = float(all_right.double().mean())
         out = {"identity": float(sims.mean()), "identity_se": clustered_se(sims.tolist(), clusters),
-               "prompt": prompt, "prompt_se": clustered_se(hits["all"].double().tolist(), clusters),
+               "prompt": prompt, "prompt_se": clustered_se(all_right.double().tolist(), clusters),
                "n": len(self.images), "identities": len(set(clusters))}
+        scene = [hits[f] for f in FACTORS if f in hits]
+        look = [hits[f] for f in LOOK_FIELDS if f in hits]
+        if look:
+            prompt["scene: all"] = float(_every_right(scene, len(self.images)).double().mean())
+            asked = torch.stack([named for _, named in look]).any(dim=0)
+            subject = _every_right(look, len(self.images))[asked].double()
+            prompt["subject: all"] = float(subject.mean())
+            out["subject_se"] = clustered_se(subject.tolist(), [c for c, a in zip(clusters, asked) if a])
         if attributes:
             out["attributes"] = self._attribute_accuracy(identity_net)
         out["per_image"] = {key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}
         return out
 
     def _hits(self, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
-        """{factor: bool per image} of the reported factors and ``all`` (every reported factor right)."""
-        hits = scene_hits(scene_net, np.stack(self.images), self.scenes)
-        if factors is not None:
-            hits = {name: hits[name] for name in factors}
-            hits["all"] = torch.stack(list(hits.values())).all(dim=0)
-        return hits
+        """{factor: (right, named), bool per image each} of the reported factors (a look factor is named
+        only by the prompts of its domain)."""
+        hits = scored_factors(scene_net, np.stack(self.images), self.scenes, None)
+        return hits if factors is None else {name: hits[name] for name in factors if name in hits}
 
     def per_image(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
         """{key: (identity, prompt all right as 0/1)} of every image."""
-        sims, hits = self._similarities(identity_net), self._hits(scene_net, factors)["all"]
+        sims = self._similarities(identity_net)
+        hits = _every_right(self._hits(scene_net, factors).values(), len(self.images))
         return {key: (float(s), float(h)) for key, s, h in zip(self.keys, sims, hits)}
 
     def _similarities(self, identity_net) -> torch.Tensor:
@@ -138,3 +151,11 @@ def paired_difference(first: Collected, second: Collected, identity_net, scene_n
     return {"identity": float(np.mean(identity)), "identity_se": clustered_se(identity, clusters),
             "prompt": float(np.mean(prompt)), "prompt_se": clustered_se(prompt, clusters),
             "n": len(keys), "identities": len(set(clusters))}
+
+
+def _every_right(hits, count: int) -> torch.Tensor:
+    """bool [count]: every (right, named) factor right where its prompt names it."""
+    out = torch.ones(count, dtype=torch.bool)
+    for right, named in hits:
+        out &= right | ~named
+    return out

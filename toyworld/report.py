@@ -15,6 +15,7 @@ from ..nested_attention_core.reference import prepare_reference_images
 from .evaluation import BASE, NO_REGIONS, OURS, RENDERS, ROUND_TRIP, TWO_SUBJECT_SCENES, EvalConfig
 from .evaluation_two import DEMO_SEEDS
 from .identity import ATTRIBUTES, CLASS_WORDS
+from .look import LOOK_FIELDS
 from .scene import FACTORS, caption, caption_two
 
 FACTOR_NAMES = tuple(FACTORS)
@@ -22,6 +23,10 @@ FACTOR_NAMES = tuple(FACTORS)
 
 def _pm(value: float, se) -> str:
     return f"{value:.3f} ± {se:.3f}" if se is not None else f"{value:.3f}"
+
+
+def _maybe(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _scene_text(scene) -> str:
@@ -36,18 +41,23 @@ def markdown_report(scores: dict, config: EvalConfig, calls: int) -> str:
         f"the same fixed seed in every row ({config.sampler.sampler}/{config.sampler.scheduler}, "
         f"{config.sampler.steps} steps, cfg {config.sampler.cfg}); {calls} KSampler calls in all. Identity: mean "
         f"cosine to {config.gallery} other renders of the identity. Prompt: the scene model's accuracy on the "
-        "prompt's scene (all = every factor right). ± is the standard error clustered by identity (the mean of each "
+        "prompt's scene and the subject's look the prompt asks for (all = every named factor right; scene: all = the "
+        "four scene factors; subject: all = the look factors, each prompt asking for values its reference does not "
+        "show: a hat or accessory, another shirt colour, expression or pose; close-ups name no shirt or pose). ± is the standard error clustered by identity (the mean of each "
         "identity's images, then the standard error over identities). References reach the encoder whole (as users "
         "give them) or masked (background blanked by the render's subject mask, by the same preparation as the "
         "Subject node's mask input). " + _oracle_note(scores["single"]),
         "",
-        "| row | identity ↑ | prompt: all ↑ | " + " | ".join(FACTOR_NAMES) + " | images | ids |",
-        "|---|---|---|" + "---|" * len(FACTOR_NAMES) + "---|---|",
+        "| row | identity ↑ | prompt: all ↑ | scene: all | " + " | ".join(FACTOR_NAMES) + " | subject: all ↑ | "
+        + " | ".join(LOOK_FIELDS) + " | images | ids |",
+        "|---|---|---|---|" + "---|" * len(FACTOR_NAMES) + "---|" + "---|" * len(LOOK_FIELDS) + "---|---|",
     ]
     for name, s in scores["single"].items():
         p = s["prompt"]
         lines.append(f"| {name} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['all'], s['prompt_se'])} | "
-                     + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES) + f" | {s['n']} | {s['identities']} |")
+                     f"{_maybe(p.get('scene: all'))} | " + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES)
+                     + f" | {_pm(p['subject: all'], s.get('subject_se')) if 'subject: all' in p else '–'} | "
+                     + " | ".join(_maybe(p.get(f)) for f in LOOK_FIELDS) + f" | {s['n']} | {s['identities']} |")
     for name, s in scores["single"].items():
         if "same_images" in s:
             others = ", ".join(f"{row} {value:.3f}" for row, value in s["same_images"].items())
@@ -130,14 +140,14 @@ def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
              f"references, {len(ids)} persons and {len(ids)} dogs "
              f"(ids {ids[0]}-{ids[-1]}) x {len(scenes)} prompts ({', '.join(map(_scene_text, scenes))}); every point, "
              "strength 1 and the base, oracle text and renders included, on the same images' keys.", "",
-             "| row | strength | identity ↑ | prompt: all ↑ | images |", "|---|---|---|---|---|"]
-    for name, s in sweep["points"].items():
-        lines.append(f"| {name} | | {_pm(s['identity'], s['identity_se'])} | {_pm(s['prompt']['all'], s['prompt_se'])} "
-                     f"| {s['n']} |")
-    for method, points in sweep["curves"].items():
-        for strength, s in points.items():
-            lines.append(f"| {method} | {strength} | {_pm(s['identity'], s['identity_se'])} | "
-                         f"{_pm(s['prompt']['all'], s['prompt_se'])} | {s['n']} |")
+             "| row | strength | identity ↑ | prompt: all ↑ | scene: all | subject: all ↑ | images |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [(name, "", s) for name, s in sweep["points"].items()]
+    rows += [(method, strength, s) for method, points in sweep["curves"].items() for strength, s in points.items()]
+    for name, strength, s in rows:
+        p = s["prompt"]
+        lines.append(f"| {name} | {strength} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['all'], s['prompt_se'])} "
+                     f"| {_maybe(p.get('scene: all'))} | {_maybe(p.get('subject: all'))} | {s['n']} |")
     return lines
 
 

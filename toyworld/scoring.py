@@ -110,7 +110,7 @@ def scene_hits(model: SceneNet, images: Images, scenes: Sequence[Scene], domain:
     factor right. Look factors are scored for the subject of ``domain`` ("person"/"pet", or one per
     image; None: the one domain whose look each scene names), when every scene names the factor
     (non-None); a two-subject scene names both subjects' looks, so it needs ``domain``."""
-    scored = _scored(model, images, scenes, domain)
+    scored = scored_factors(model, images, scenes, domain)
     hits, all_right = {}, torch.ones(len(scenes), dtype=torch.bool)
     for factor, (right, named) in scored.items():
         if not bool(named.all()):
@@ -126,7 +126,7 @@ def scene_hits(model: SceneNet, images: Images, scenes: Sequence[Scene], domain:
 def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains = None) -> dict[str, float]:
     """Per factor, the fraction of images whose predicted value is the scene's (a look factor: of the
     images whose scene names it, see ``scene_hits``); ``all``: every factor its scene names right."""
-    scored = _scored(model, images, scenes, domain)
+    scored = scored_factors(model, images, scenes, domain)
     all_right = torch.ones(len(scenes), dtype=torch.bool)
     out = {}
     for factor, (right, named) in scored.items():
@@ -136,7 +136,7 @@ def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene], dom
     return out
 
 
-def _scored(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains):
+def scored_factors(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains):
     """{factor: (right bool [n], named bool [n])}: scene factors always named; look factors of each
     image's domain where its scene names them (only factors some scene names)."""
     predicted = predict_scenes(model, images)

@@ -17,16 +17,6 @@ from nested_attention.toyworld.publish import (COMMITTED_RESULTS, COMMITTED_WEIG
 SUBSET = EvalConfig(ids_per_domain=1, prompts=2, sweep_ids_per_domain=1, sweep_prompts=1, pairs=1)
 
 
-def committed() -> dict:
-    """The committed results.json; the test is skipped (saying why) while it is of an older format."""
-    results = json.loads((COMMITTED_RESULTS / "results.json").read_text())
-    if results.get("format") != RESULTS_FORMAT:
-        pytest.skip(f"docs/toyworld/results.json is of format {results.get('format')}, which this evaluation no longer "
-                    f"writes (format {RESULTS_FORMAT}): run `make toyworld` (the experiment, which copies its results "
-                    "to docs/toyworld/) to replace it")
-    return results
-
-
 def test_committed_weights_match_their_manifest():
     manifest = json.loads((COMMITTED_WEIGHTS / "manifest.json").read_text())
     assert len(manifest) >= 7
@@ -36,8 +26,8 @@ def test_committed_weights_match_their_manifest():
     assert sum(entry["bytes"] for entry in manifest.values()) < 40 * 2 ** 20
 
 
-def test_committed_results_are_complete():
-    results = committed()
+def test_committed_results_are_complete(committed_results):
+    results = committed_results
     for name in RESULT_FILES:
         assert (COMMITTED_RESULTS / name).is_file(), name
     config, scores = results["config"], results["scores"]
@@ -85,8 +75,8 @@ def test_a_subset_evaluation_runs_end_to_end_on_the_committed_weights(subset):
     assert single[IP_ADAPTER_ROW]["per_image"] != single["decoupled cross-attention"]["per_image"]
 
 
-def test_committed_weights_reproduce_the_committed_per_image_scores(subset):
-    reference = committed()["scores"]
+def test_committed_weights_reproduce_the_committed_per_image_scores(committed_results, subset):
+    reference = committed_results["scores"]
     _, scores, _ = subset
     compared = 0
 

