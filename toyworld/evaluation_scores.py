@@ -105,10 +105,15 @@ class Collected:
         return hits if factors is None else {name: hits[name] for name in factors if name in hits}
 
     def per_image(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
-        """{key: (identity, prompt all right as 0/1)} of every image."""
-        sims = self._similarities(identity_net)
-        hits = _every_right(self._hits(scene_net, factors).values(), len(self.images))
-        return {key: (float(s), float(h)) for key, s, h in zip(self.keys, sims, hits)}
+        """{key: (identity, prompt all right as 0/1, look factors all right as 0/1 or None where the
+        prompt names none)} of every image."""
+        sims, hits = self._similarities(identity_net), self._hits(scene_net, factors)
+        every = _every_right(hits.values(), len(self.images))
+        look = [hits[f] for f in LOOK_FIELDS if f in hits]
+        subject = _every_right(look, len(self.images)).tolist()
+        asked = torch.stack([named for _, named in look]).any(dim=0).tolist() if look else [False] * len(self.images)
+        return {key: (float(s), float(h), float(r) if a else None)
+                for key, s, h, r, a in zip(self.keys, sims, every, subject, asked)}
 
     def _similarities(self, identity_net) -> torch.Tensor:
         """Each image's mean cosine to its cluster's gallery, one gallery embedding per cluster."""
@@ -148,8 +153,12 @@ def paired_difference(first: Collected, second: Collected, identity_net, scene_n
     clusters = [key[:2] for key in keys]
     identity = [ours[k][0] - theirs[k][0] for k in keys]
     prompt = [ours[k][1] - theirs[k][1] for k in keys]
+    looked = [k for k in keys if ours[k][2] is not None]
+    subject = [ours[k][2] - theirs[k][2] for k in looked]
     return {"identity": float(np.mean(identity)), "identity_se": clustered_se(identity, clusters),
             "prompt": float(np.mean(prompt)), "prompt_se": clustered_se(prompt, clusters),
+            "subject": float(np.mean(subject)) if subject else None,
+            "subject_se": clustered_se(subject, [k[:2] for k in looked]) if subject else None,
             "n": len(keys), "identities": len(set(clusters))}
 
 

@@ -90,11 +90,11 @@ def paired_table(paired: dict) -> list[str]:
         return []
     lines = ["", "Paired differences (whole references, strength 1): ours minus the other row on the same "
              "(identity, prompt) with the same seed, the mean of the per-image differences ± the standard error "
-             "clustered by identity.", "", "| difference | identity | prompt: all | images | ids |",
-             "|---|---|---|---|---|"]
+             "clustered by identity.", "", "| difference | identity | prompt: all | subject: all | images | ids |",
+             "|---|---|---|---|---|---|"]
     for name, d in paired.items():
         lines.append(f"| {name} | {_signed(d['identity'], d['identity_se'])} | {_signed(d['prompt'], d['prompt_se'])} "
-                     f"| {d['n']} | {d['identities']} |")
+                     f"| {_signed(d.get('subject'), d.get('subject_se'))} | {d['n']} | {d['identities']} |")
     return lines
 
 

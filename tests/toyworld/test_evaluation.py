@@ -138,7 +138,7 @@ def test_the_ip_adapter_row_is_applied_by_the_nested_rule_and_swept_by_lambda(ev
     assert masked_row(IP_ADAPTER_ROW) not in result["single"]
 
 
-def test_paired_differences_are_image_by_image_on_the_same_keys(evaluated):
+def test_paired_differences_are_image_by_image_on_the_same_keys(evaluated, scorers):
     _, _, _, result = evaluated
     paired = result["paired"]
     assert set(paired) == {f"{OURS} - {other}" for other in METHOD_RULES if other != OURS}
@@ -151,6 +151,10 @@ def test_paired_differences_are_image_by_image_on_the_same_keys(evaluated):
         per_identity.setdefault(k.split(" |")[0], []).append(ours[k] - theirs[k])
     means = [np.mean(v) for v in per_identity.values()]
     assert d["identity_se"] == pytest.approx(np.std(means, ddof=1) / 2, abs=1e-4)
+    rows = {name: result["rows"][name].per_image(*scorers) for name in (OURS, "decoupled cross-attention")}
+    looked = [k for k, v in rows[OURS].items() if v[2] is not None]
+    assert looked and d["subject"] == pytest.approx(np.mean([rows[OURS][k][2] - rows["decoupled cross-attention"][k][2]
+                                                             for k in looked]))
 
 
 def test_the_sweep_reuses_strength_one_and_applies_each_strength(evaluated):
