@@ -26,7 +26,6 @@ it through ``generation``); ``toy_server`` and ``demo`` start ComfyUI server pro
 | ``nets.py`` / ``scoring.py`` | the scoring CNNs; scoring calls and their file format |
 | ``scorer_training.py`` / ``scorer_pipeline.py`` / ``metrics.py`` | training, held-out measurement, metrics |
 | ``preview.py`` / ``cli.py`` | contact sheets; the command line |
-| ``stage_runner.py`` | the experiment's stages side by side, one process each (``--jobs``) |
 
 On ComfyUI (besides the experiment's stages, see README.md):
 
@@ -36,6 +35,7 @@ On ComfyUI (besides the experiment's stages, see README.md):
 | ``toy_server.py`` / ``demo.py`` / ``comfyui_pack/`` | the toy workflow (``workflows/``) in a server; ``make demo`` |
 | ``grounding.py`` / ``grounding_loss.py`` | which caption words have which region; the base's grounding loss |
 | ``footprint.py`` | lines per folder; the product modules each toy module imports |
+| ``stage_runner.py`` | the experiment's stages side by side, one process each (``--jobs``) |
 """
 import sys
 from pathlib import Path

@@ -10,7 +10,7 @@ from PIL import Image
 
 from nested_attention.toyworld.cli import main
 from nested_attention.toyworld.identity import HELDOUT_START
-from nested_attention.toyworld.preview import LABEL_HEIGHT, PREVIEW_SCENES
+from nested_attention.toyworld.preview import LABEL_HEIGHT, PREVIEW_SCENES, look_scenes
 from nested_attention.toyworld.scoring import load_scorer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,9 @@ def test_preview_runs_from_the_command_line_and_writes_the_sheet(tmp_path):
     subprocess.run([sys.executable, "-m", "nested_attention.toyworld", "preview", str(out), "--per-domain", "1",
                     "--zoom", "1"], check=True, capture_output=True, cwd=tmp_path)
     sheet = Image.open(out)
-    assert sheet.size == (len(PREVIEW_SCENES) * 64, LABEL_HEIGHT + 3 * 64)  # a person, a pet, the pairs row
+    looks = max(len(look_scenes(domain)) for domain in ("person", "pet"))
+    # a person, a pet, the pairs row, then each domain's row of look values (the widest sets the width)
+    assert sheet.size == (max(len(PREVIEW_SCENES), looks) * 64, LABEL_HEIGHT + 5 * 64)
 
 
 def test_write_dataset_and_its_held_out_guard(tmp_path, caplog):
