@@ -33,6 +33,7 @@ On ComfyUI (besides the experiment's stages, see README.md):
 | --- | --- |
 | ``comfy_runtime.py`` / ``comfy_models.py`` / ``family.py`` | the host in process; the toy models and family registered |
 | ``toy_server.py`` / ``demo.py`` / ``comfyui_pack/`` | the toy workflow (``workflows/``) in a server; ``make demo`` |
+| ``figures.py`` | the toy workflow's preview panels and thumbnail, re-made from the committed weights |
 | ``grounding.py`` / ``grounding_loss.py`` | which caption words have which region; the base's grounding loss |
 | ``footprint.py`` | lines per folder; the product modules each toy module imports |
 | ``stage_runner.py`` | the experiment's stages side by side, one process each (``--jobs``) |
