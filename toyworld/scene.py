@@ -68,6 +68,10 @@ class Scene:
         class_word(domain)
         return replace(self, **{f: None for d, factors in LOOK_FACTORS.items() if d != domain for f in factors})
 
+    def without_look(self) -> "Scene":
+        """This scene with no look named: the four scene factors only."""
+        return replace(self, **{f: None for f in LOOK_FIELDS})
+
     def labels(self) -> dict[str, int]:
         """Each factor's value as its index in ``FACTORS`` (the scene model's targets)."""
         return {factor: values.index(getattr(self, factor)) for factor, values in FACTORS.items()}
