@@ -93,8 +93,9 @@ def mask_shares(share: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) 
 
 def prompt_groups(clip, text: str, grounded: list[tuple[str, str]]) -> tuple[list, dict[str, torch.Tensor]]:
     """CONDITIONING of ``text`` (``host.encode_prompt``) and its token groups, bool [n_text] each: one
-    per grounded phrase named by its region (``grounded``: ``grounding.grounded_phrases`` of the
-    caption's source, e.g. ``subject`` and ``background``), ``start`` (start tokens), ``end_padding``
+    per region of the grounded phrases, its first phrase (``grounded``: ``grounding.grounded_phrases`` of
+    the caption's source: ``subject`` / ``person`` / ``pet`` is the class word, not the look phrases
+    grounded after it; ``background`` the background phrase), ``start`` (start tokens), ``end_padding``
     (the other positions of no word: end and padding), and ``word:<i>:<text>`` for every word."""
     from ..nodes import host
 
@@ -103,7 +104,9 @@ def prompt_groups(clip, text: str, grounded: list[tuple[str, str]]) -> tuple[lis
     ids = torch.tensor([int(t[0]) for chunk in tokens[name] for t in chunk])
     start = ids == getattr(clip.tokenizer, f"clip_{name}").start_token
     in_word = torch.zeros(words.length, dtype=torch.bool)
-    groups = dict(zip((region for _, region in grounded), phrase_masks(words, [p for p, _ in grounded])))
+    groups = {}
+    for (_, region), mask in zip(grounded, phrase_masks(words, [p for p, _ in grounded])):
+        groups.setdefault(region, mask)  # a region's first phrase: its class word (look phrases follow it)
     groups["start"] = start
     for i, (text_i, positions) in enumerate(words.words):
         groups[f"word:{i}:{text_i}"] = torch.zeros(words.length, dtype=torch.bool)

@@ -60,7 +60,8 @@ def _content_words(phrase: str) -> list[str]:
 
 def grounded_phrases(domains: Sequence[str], scene: Scene) -> list[tuple[str, str]]:
     """[(phrase, region)] of a caption of ``domains`` (one domain: ``caption`` / ``described_caption``;
-    ("person", "pet"): ``caption_two``) in ``scene``; regions are ``REGIONS``."""
+    ("person", "pet"): ``caption_two``) in ``scene``; regions are ``REGIONS``. Each subject's class word
+    comes first for its region, then the look phrases grounded to the same region; the background last."""
     domains = tuple(domains)
     if domains not in ((d,) for d in DOMAINS) and sorted(domains) != sorted(DOMAINS):
         raise GroundingError(f"domains {domains} are neither one domain of {DOMAINS} nor the pair {DOMAINS}: "

@@ -134,3 +134,18 @@ def test_committed_second_edition_shares_say_the_base_does_not_localise_words():
     for inside, outside in (("inside", "outside"), ("background_background", "background_subject"),
                             ("two_own", "two_other")):
         assert abs(mean[inside] - mean[outside]) < 0.005, (inside, mean)
+
+
+def test_a_subject_region_group_is_its_class_word_when_the_caption_also_names_looks(base):
+    """The look phrases are grounded to the subject too; the measured subject word stays the class word."""
+    from nested_attention.toyworld.scene import caption, caption_two
+
+    _, clip, _ = base
+    scene = Scene("snow", "left", shirt="red", hat="top_hat", accessory="bow", pose="sitting")
+    one = scene.for_domain("person")
+    _, groups = prompt_groups(clip, caption("person", one), grounded_phrases(("person",), one))
+    person = next(k for k in groups if k.endswith(":person"))
+    assert torch.equal(groups["subject"], groups[person])
+    _, groups = prompt_groups(clip, caption_two(scene, "left"), grounded_phrases(("person", "pet"), scene))
+    dog = next(k for k in groups if k.endswith(":dog"))
+    assert torch.equal(groups["pet"], groups[dog])
