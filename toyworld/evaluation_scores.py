@@ -21,7 +21,7 @@ import torch
 from .identity import ATTRIBUTES, CLASS_WORDS, attribute_labels, sample_identity
 from .look import LOOK_FIELDS
 from .scene import FACTORS
-from .scoring import predict_attributes, reference_similarity, scored_factors
+from .scoring import every_right, predict_attributes, reference_similarity, scored_factors
 
 
 def clustered_se(values: Sequence[float], clusters: Sequence) -> Optional[float]:
@@ -80,17 +80,16 @@ class Collected:
         sims = self._similarities(identity_net)
         hits = self._hits(scene_net, factors)
         prompt = {name: float(right[named].double().mean()) for name, (right, named) in hits.items()}
-        all_right = _every_right(hits.values(), len(self.images))
+        all_right = every_right(hits.values(), len(self.images))
         prompt["all"] = float(all_right.double().mean())
         out = {"identity": float(sims.mean()), "identity_se": clustered_se(sims.tolist(), clusters),
                "prompt": prompt, "prompt_se": clustered_se(all_right.double().tolist(), clusters),
                "n": len(self.images), "identities": len(set(clusters))}
-        scene = [hits[f] for f in FACTORS if f in hits]
-        look = [hits[f] for f in LOOK_FIELDS if f in hits]
-        if look:
-            prompt["scene: all"] = float(_every_right(scene, len(self.images)).double().mean())
-            asked = torch.stack([named for _, named in look]).any(dim=0)
-            subject = _every_right(look, len(self.images))[asked].double()
+        subject, asked = _subject_right(hits, len(self.images))
+        if asked.any():
+            scene = [hits[f] for f in FACTORS if f in hits]
+            prompt["scene: all"] = float(every_right(scene, len(self.images)).double().mean())
+            subject = subject[asked].double()
             prompt["subject: all"] = float(subject.mean())
             out["subject_se"] = clustered_se(subject.tolist(), [c for c, a in zip(clusters, asked) if a])
         if attributes:
@@ -108,12 +107,10 @@ class Collected:
         """{key: (identity, prompt all right as 0/1, look factors all right as 0/1 or None where the
         prompt names none)} of every image."""
         sims, hits = self._similarities(identity_net), self._hits(scene_net, factors)
-        every = _every_right(hits.values(), len(self.images))
-        look = [hits[f] for f in LOOK_FIELDS if f in hits]
-        subject = _every_right(look, len(self.images)).tolist()
-        asked = torch.stack([named for _, named in look]).any(dim=0).tolist() if look else [False] * len(self.images)
+        every = every_right(hits.values(), len(self.images))
+        subject, asked = _subject_right(hits, len(self.images))
         return {key: (float(s), float(h), float(r) if a else None)
-                for key, s, h, r, a in zip(self.keys, sims, every, subject, asked)}
+                for key, s, h, r, a in zip(self.keys, sims, every, subject.tolist(), asked.tolist())}
 
     def _similarities(self, identity_net) -> torch.Tensor:
         """Each image's mean cosine to its cluster's gallery, one gallery embedding per cluster."""
@@ -162,9 +159,10 @@ def paired_difference(first: Collected, second: Collected, identity_net, scene_n
             "n": len(keys), "identities": len(set(clusters))}
 
 
-def _every_right(hits, count: int) -> torch.Tensor:
-    """bool [count]: every (right, named) factor right where its prompt names it."""
-    out = torch.ones(count, dtype=torch.bool)
-    for right, named in hits:
-        out &= right | ~named
-    return out
+def _subject_right(hits: dict, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every look factor right where named, the prompt names one), bool [count] each."""
+    look = [hits[f] for f in LOOK_FIELDS if f in hits]
+    asked = torch.zeros(count, dtype=torch.bool)
+    for _, named in look:
+        asked |= named
+    return every_right(look, count), asked

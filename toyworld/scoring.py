@@ -22,9 +22,8 @@ from safetensors.torch import save_file
 
 from .errors import ScorerError
 from .identity import ATTRIBUTES, DOMAINS
-from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
 from .look import LOOK_FACTORS, LOOK_FIELDS
-from .nets import scene_heads
+from .nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig, scene_heads
 from .scene import FACTORS, Scene
 
 log = logging.getLogger(__name__)
@@ -127,12 +126,16 @@ def scene_accuracy(model: SceneNet, images: Images, scenes: Sequence[Scene], dom
     """Per factor, the fraction of images whose predicted value is the scene's (a look factor: of the
     images whose scene names it, see ``scene_hits``); ``all``: every factor its scene names right."""
     scored = scored_factors(model, images, scenes, domain)
-    all_right = torch.ones(len(scenes), dtype=torch.bool)
-    out = {}
-    for factor, (right, named) in scored.items():
-        out[factor] = float(right[named].double().mean())
-        all_right &= right | ~named
-    out["all"] = float(all_right.double().mean())
+    out = {factor: float(right[named].double().mean()) for factor, (right, named) in scored.items()}
+    out["all"] = float(every_right(scored.values(), len(scenes)).double().mean())
+    return out
+
+
+def every_right(scored, count: int) -> torch.Tensor:
+    """bool [count]: every (right, named) factor of ``scored_factors`` right where its scene names it."""
+    out = torch.ones(count, dtype=torch.bool)
+    for right, named in scored:
+        out &= right | ~named
     return out
 
 
