@@ -36,7 +36,7 @@ class ClipTrainConfig:
     weight_decay: float = 0.1
     same_scene: int = 32  # a batch is batch / same_scene scenes, each with this many images (see train_clip)
     seed: int = 7  # not the scorers' (0): an independent model
-    bf16: bool = True
+    bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
 
 
 def caption_tokens(texts: list[str]) -> torch.Tensor:

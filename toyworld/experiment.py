@@ -377,7 +377,7 @@ def run_encoders(out_dir: Path, config: EncoderStageConfig) -> None:
         encoder_heads=config.heads, encoder_dim_head=config.dim_head, encoder_ff_mult=config.ff_mult,
         max_steps=config.steps, batch_size=config.batch, lr=config.lr, warmup_steps=config.warmup,
         background_loss_weight=config.background_loss_weight, reference_mask=config.reference_mask,
-        precision="bf16", seed=config.seed, save_every=0, sample_every=0, log_every=50,
+        precision="fp32", seed=config.seed, save_every=0, sample_every=0, log_every=50,
         cache_dir=str(out_dir / "encoders" / "feature_cache"),
         validation_data=str(validation_folder(out_dir / "encoders" / "validation", config)),
         validate_every=config.validate_every)

@@ -181,12 +181,12 @@ def subject_losses(denoiser, batch, nested: Optional[dict], rows_each: int, auto
 
 def optimise_subjects(denoiser, store: _RenderStore, starts: Sequence[NestedSubject],
                       renders: Sequence[Sequence[_Render]], config: OracleConfig, seed: int,
-                      autocast_dtype=torch.bfloat16, progress=None) -> tuple[list[NestedSubject], list[float]]:
+                      autocast_dtype=None, progress=None) -> tuple[list[NestedSubject], list[float]]:
     """Adam on every layer's nested keys and values of each subject in ``starts`` (fitted on its own
     ``renders[s]``), ``config.steps`` steps of ``config.batch`` rows per subject. All subjects share one
     UNet call per step; the loss is the sum of the subjects' own mean losses, so each subject's keys
     and values get exactly the gradient of its own loss (Adam is elementwise: the same as fitting them
-    one by one, at a fraction of the cost). bf16 autocast on the CPU, as the encoders were trained.
+    one by one, at a fraction of the cost). fp32, as the encoders were trained.
     Returns the subjects (same word, tokens and family) and the mean loss of every step;
     ``progress.update(1)`` after each step."""
     params = {layer: tuple(torch.nn.Parameter(t) for t in kv) for layer, kv in stacked(starts).items()}

@@ -29,7 +29,7 @@ class UNetTrainConfig:
     drop_caption: float = 0.1
     ema: float = 0.999
     seed: int = 0
-    bf16: bool = True
+    bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
     grounding_weight: float = 0.5  # 0: no grounding loss
     grounding_cap: float = 0.25  # a word's mean share inside its region beyond which it is not pulled further
     grounding_from: int = 3000  # the step from which the grounding loss is added (0: from the start)

@@ -29,7 +29,7 @@ class VaeTrainConfig:
     latent_noise: float = 0.05  # relative to the batch's latent std
     latent_penalty: float = 1e-3
     seed: int = 0
-    bf16: bool = True
+    bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
 
 
 def new_taesd(seed: int):
@@ -82,7 +82,7 @@ def train_taesd(images: np.ndarray, config: VaeTrainConfig, progress=None):
 
 
 @torch.no_grad()
-def raw_latents(vae, images: np.ndarray, batch: int = 256, bf16: bool = True) -> torch.Tensor:
+def raw_latents(vae, images: np.ndarray, batch: int = 256, bf16: bool = False) -> torch.Tensor:
     """The encoder's raw output for uint8 images [N, H, W, 3] -> [N, 4, H/8, W/8] float32."""
     out = []
     for start in range(0, len(images), batch):
