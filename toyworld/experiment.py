@@ -71,7 +71,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class EncoderStageConfig:
     """The one budget every method trains with (the trainer's flags of the same names)."""
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 100

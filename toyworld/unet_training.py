@@ -22,7 +22,7 @@ import torch
 
 @dataclass(frozen=True)
 class UNetTrainConfig:
-    steps: int = 6000
+    steps: int = 4000
     batch: int = 64
     lr: float = 3e-4
     warmup: int = 200
@@ -32,7 +32,7 @@ class UNetTrainConfig:
     bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
     grounding_weight: float = 0.5  # 0: no grounding loss
     grounding_cap: float = 0.25  # a word's mean share inside its region beyond which it is not pulled further
-    grounding_from: int = 3000  # the step from which the grounding loss is added (0: from the start)
+    grounding_from: int = 2000  # the step from which the grounding loss is added (0: from the start)
 
 
 @torch.no_grad()
