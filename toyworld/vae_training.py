@@ -22,7 +22,7 @@ SD15_LATENT_SCALE = 0.18215
 
 @dataclass(frozen=True)
 class VaeTrainConfig:
-    steps: int = 2000
+    steps: int = 1200
     batch: int = 32
     crop: int = 32
     lr: float = 1e-3
