@@ -291,7 +291,8 @@ def test_the_real_templates_show_their_thumbnails_in_the_templates_browser(page,
     dialog.get_by_text(harness.PACK_DIR_NAME, exact=True).first.click()
     for name in TEMPLATES:
         dialog.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=10_000)
-        page.wait_for_function(f"({CARD_IMAGE_SIZE})({name!r}) !== null", timeout=10_000)
-        assert page.evaluate(f"({CARD_IMAGE_SIZE})({name!r})") == [600, 400], name  # the template's .jpg, not a placeholder
+        # one read: the size the wait saw (a second read could meet the card re-rendering its image)
+        size = page.wait_for_function(f"({CARD_IMAGE_SIZE})({name!r})", timeout=10_000).json_value()
+        assert size == [600, 400], name  # the template's .jpg, not a placeholder
     page.screenshot(path=str(screenshots / "09_template_thumbnails.png"))
     close_dialogs(page)
