@@ -82,13 +82,12 @@ def train_taesd(images: np.ndarray, config: VaeTrainConfig, progress=None):
 
 
 @torch.no_grad()
-def raw_latents(vae, images: np.ndarray, batch: int = 256, bf16: bool = False) -> torch.Tensor:
+def raw_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """The encoder's raw output for uint8 images [N, H, W, 3] -> [N, 4, H/8, W/8] float32."""
     out = []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float().div_(255)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out.append(vae.taesd_encoder(x).float())
+        out.append(vae.taesd_encoder(x).float())
     return torch.cat(out)
 
 

@@ -1,6 +1,7 @@
 """toyworld/unet_training.py: the base's caption conditioning, on the committed base's text encoder."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nested_attention.toyworld.publish import BASE_FILES, COMMITTED_WEIGHTS
@@ -17,3 +18,5 @@ def test_captions_encoded_in_batches_equal_clip_text_encode_one_by_one():
     batched = encode_captions(clip, captions, batch=4)  # chunks of 4, 4, 4, 3
     assert batched.shape == one_by_one.shape == (15, 77, one_by_one.shape[-1])
     assert torch.equal(batched, one_by_one)
+    with pytest.raises(ValueError, match="longer than one 77-token section"):
+        encode_captions(clip, ["a dog", " ".join(["a watercolor painting of a person in the snow"] * 12)])
