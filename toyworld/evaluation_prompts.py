@@ -4,18 +4,16 @@ An identity's prompt ``n`` is ``EVAL_SCENES[n]`` (background, placement, framing
 look factor of its domain named (``look.LOOK_FACTORS``) at a value the reference does not show: a hat
 or accessory (the reference shows none), another shirt colour, expression or pose. The value is drawn
 from the others by a seeded key, the same on every machine. Close-ups crop the shirt and most of a
-dog's body, so a close-up prompt does not name those (``HIDDEN_IN_CLOSE_UP``).
+dog's body, so a close-up prompt does not name those (``look.visible``).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from .evaluation_inputs import reference_look
-from .look import LOOK_FACTORS
+from .look import LOOK_FACTORS, visible
 from .rng import key_seed
 from .scene import Scene
-
-HIDDEN_IN_CLOSE_UP = frozenset({"shirt", "pose"})
 
 
 def asked_look(domain: str, identity_id: int, scene: Scene, prompt: int, seed: int = 0) -> Scene:
@@ -24,7 +22,7 @@ def asked_look(domain: str, identity_id: int, scene: Scene, prompt: int, seed: i
     shown = reference_look(domain, identity_id)
     look = {}
     for factor, values in LOOK_FACTORS[domain].items():
-        if scene.framing == "close-up" and factor in HIDDEN_IN_CLOSE_UP:
+        if not visible(factor, scene.framing):
             continue
         others = [v for v in values if v != shown[factor] and v != "none"]
         look[factor] = others[key_seed("toyworld-eval-look", seed, domain, identity_id, prompt, factor) % len(others)]

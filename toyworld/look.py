@@ -29,6 +29,7 @@ PREFIX_FACTORS = ("expression", "pose")  # phrased before the class word; the ot
 SUFFIX_FACTORS = ("shirt", "hat", "accessory")
 LOOK_FIELDS = tuple(f for factors in LOOK_FACTORS.values() for f in factors)  # Scene's look fields
 NO_EXTRAS = {"hat": "none", "accessory": "none"}  # what a reference shows
+HIDDEN_IN_CLOSE_UP = frozenset({"shirt", "pose"})  # a close-up crops the shirt and most of a dog's body
 
 assert tuple(LOOK_FACTORS[PERSON]["expression"]) == EXPRESSIONS and LOOK_FACTORS[PERSON]["hat"] == HATS
 assert LOOK_FACTORS[PET]["accessory"] == ACCESSORIES and LOOK_FACTORS[PET]["pose"] == POSES
@@ -38,6 +39,11 @@ assert set(PREFIX_FACTORS + SUFFIX_FACTORS) == set(LOOK_FIELDS)
 def look_domain(factor: str) -> str:
     """The domain whose subjects a look factor belongs to."""
     return next(domain for domain, factors in LOOK_FACTORS.items() if factor in factors)
+
+
+def visible(factor: str, framing: str) -> bool:
+    """Whether a render of ``framing`` shows the look factor (a close-up hides ``HIDDEN_IN_CLOSE_UP``)."""
+    return not (framing == "close-up" and factor in HIDDEN_IN_CLOSE_UP)
 
 
 def named_look(domain: str, scene) -> dict[str, str]:

@@ -18,6 +18,7 @@ import torch
 from .dataset import Sample, make_samples, render_array
 from .progress import progress_bar
 from .errors import ScorerError
+from .look import visible
 from .identity import DOMAINS, HELDOUT_START, IDENTITY_COUNT, heldout_ids, train_ids
 from .metrics import retrieval_top1, verification
 from .nets import IdentityNet, SceneNet, parameter_count
@@ -91,10 +92,18 @@ def train_scorers(out_dir, config: ScorerPipelineConfig = ScorerPipelineConfig()
     return report
 
 
+def shown_scene(sample: Sample):
+    """What a render shows, as a scene: its scene factors and every look factor of its domain as rendered
+    (named or drawn), except the ones its framing hides (a close-up's shirt: None, not scored), as the
+    evaluation's prompts name them."""
+    return replace(sample.scene, **{f: v if visible(f, sample.scene.framing) else None for f, v in sample.look.items()})
+
+
 def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Sequence[Sample],
                      images: np.ndarray) -> dict:
     """Identity verification/retrieval and scene accuracy on renders of (held-out) identities: every
-    scene factor, and every look factor of each image's domain (``realised_look``).
+    scene factor, and every look factor of each image's domain (``realised_look``) that its framing shows
+    (``look.visible``).
 
     Retrieval: the gallery holds one entry per identity (the mean embedding of its first half of
     renders); every other render is a probe that must find its own identity among all gallery entries."""
@@ -119,7 +128,5 @@ def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Se
         if pick:
             identity["top1_retrieval_by_probe_style"][style] = retrieval_top1(
                 gallery_t, embeddings[[probe_rows[k] for k in pick]], targets[pick])
-    # every factor on every image: the look factors the scene leaves unnamed are scored as rendered
-    realised = [replace(s.scene, **s.look) for s in samples]
-    scene = scene_accuracy(scene_net, images, realised, [s.domain for s in samples])
+    scene = scene_accuracy(scene_net, images, [shown_scene(s) for s in samples], [s.domain for s in samples])
     return {"identity": identity, "scene": scene, "eval_images": len(samples), "eval_identities": len(gallery)}
