@@ -25,7 +25,7 @@ import numpy as np
 from .errors import DatasetError
 from .identity import CLASS_WORDS, DOMAINS, is_heldout, sample_identity, subject_key
 from .render import render, render_with_mask
-from .look import realised_look
+from .look import realised_look, visible
 from .rng import key_seed
 from .scene import Scene, caption, sample_scene
 
@@ -50,8 +50,14 @@ class Sample:
 
     @property
     def look(self) -> dict[str, str]:
-        """What the render shows of its domain's look factors (``look.realised_look``)."""
+        """Each look factor of its domain as drawn (``look.realised_look``), also where the framing crops it."""
         return realised_look(self.domain, self.scene, self.variation_seed, self.key)
+
+    @property
+    def shown_look(self) -> dict[str, str | None]:
+        """``look`` with each factor that the framing hides (a close-up's shirt, ``look.visible``) None:
+        what the render shows (the scene model's labels and scores)."""
+        return {f: v if visible(f, self.scene.framing) else None for f, v in self.look.items()}
 
 
 def make_samples(domains: Sequence[str], identity_ids: Iterable[int], per_identity: int, seed: int) -> list[Sample]:

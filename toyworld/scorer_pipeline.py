@@ -18,7 +18,6 @@ import torch
 from .dataset import Sample, make_samples, render_array
 from .progress import progress_bar
 from .errors import ScorerError
-from .look import visible
 from .identity import DOMAINS, HELDOUT_START, IDENTITY_COUNT, heldout_ids, train_ids
 from .metrics import retrieval_top1, verification
 from .nets import IdentityNet, SceneNet, parameter_count
@@ -93,10 +92,9 @@ def train_scorers(out_dir, config: ScorerPipelineConfig = ScorerPipelineConfig()
 
 
 def shown_scene(sample: Sample):
-    """What a render shows, as a scene: its scene factors and every look factor of its domain as rendered
-    (named or drawn), except the ones its framing hides (a close-up's shirt: None, not scored), as the
-    evaluation's prompts name them."""
-    return replace(sample.scene, **{f: v if visible(f, sample.scene.framing) else None for f, v in sample.look.items()})
+    """What a render shows, as a scene: its scene factors and ``Sample.shown_look`` (a factor its framing
+    hides is None, not scored, as the evaluation's prompts leave it unnamed)."""
+    return replace(sample.scene, **sample.shown_look)
 
 
 def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Sequence[Sample],

@@ -46,14 +46,16 @@ def identity_labels(samples: Sequence[Sample]) -> tuple[np.ndarray, list[str]]:
 
 
 def scene_labels(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
-    """Per scene-net head, each sample's value index; look heads: the realised look's, -1 on the other domain."""
+    """Per scene-net head, each sample's value index; look heads: the shown look's (``Sample.shown_look``),
+    -1 on the other domain and where the framing hides the factor (a close-up's shirt: nothing to learn)."""
     labels = {f: np.array([values.index(getattr(s.scene, f)) for s in samples], np.int64) for f, values in FACTORS.items()}
     for domain, factors in LOOK_FACTORS.items():
         for factor in factors:
             labels[factor] = np.full(len(samples), -1, np.int64)
     for i, sample in enumerate(samples):
-        for factor, value in sample.look.items():
-            labels[factor][i] = LOOK_FACTORS[sample.domain][factor].index(value)
+        for factor, value in sample.shown_look.items():
+            if value is not None:
+                labels[factor][i] = LOOK_FACTORS[sample.domain][factor].index(value)
     return labels
 
 
