@@ -100,8 +100,7 @@ def shown_scene(sample: Sample):
 def evaluate_scorers(identity_net: IdentityNet, scene_net: SceneNet, samples: Sequence[Sample],
                      images: np.ndarray) -> dict:
     """Identity verification/retrieval and scene accuracy on renders of (held-out) identities: every
-    scene factor, and every look factor of each image's domain (``realised_look``) that its framing shows
-    (``look.visible``).
+    scene factor, and every look factor of each image's domain that its framing shows (``shown_scene``).
 
     Retrieval: the gallery holds one entry per identity (the mean embedding of its first half of
     renders); every other render is a probe that must find its own identity among all gallery entries."""

@@ -6,9 +6,8 @@ import numpy as np
 
 from nested_attention.toyworld.evaluation import EVAL_SCENES, EvalConfig
 from nested_attention.toyworld.evaluation_inputs import reference, reference_look
-from nested_attention.toyworld.look import HIDDEN_IN_CLOSE_UP
 from nested_attention.toyworld.evaluation_scores import Collected
-from nested_attention.toyworld.look import LOOK_FACTORS, named_look
+from nested_attention.toyworld.look import HIDDEN_IN_CLOSE_UP, LOOK_FACTORS, named_look
 from nested_attention.toyworld.nets import IdentityNet, IdentityNetConfig, SceneNet, SceneNetConfig
 from nested_attention.toyworld.scene import caption
 
