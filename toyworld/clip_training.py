@@ -35,6 +35,7 @@ class ClipTrainConfig:
     warmup: int = 50
     weight_decay: float = 0.1
     same_scene: int = 32  # a batch is batch / same_scene scenes, each with this many images (see train_clip)
+    look_term: bool = True  # a second InfoNCE term on captions that also name the look (see train_clip)
     seed: int = 7  # not the scorers' (0): an independent model
     bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
 
@@ -85,20 +86,38 @@ def scene_batches(scenes: list, config: ClipTrainConfig, generator: torch.Genera
                          for c in chosen.tolist()])
 
 
+def _info_nce(logit_scale, image_embeds: torch.Tensor, text_embeds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE of normalised image embeddings against a batch of text embeddings."""
+    logits = logit_scale.exp().clamp(max=100) * (image_embeds @ F.normalize(text_embeds.float(), dim=-1).T)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
 def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary: list[str], config: ClipTrainConfig,
-               progress=None) -> tuple[object, dict, list[float]]:
+               progress=None, look_captions: list[str] | None = None) -> tuple[object, dict, list[float]]:
     """Train both towers from a seeded init on ``images`` with their ``captions`` and ``scenes`` (any
     hashable per image, for ``scene_batches``). Returns (CLIP vision tower, text encoder state dict
-    with ``clip_l.*`` keys and words outside ``vocabulary`` zeroed, losses)."""
+    with ``clip_l.*`` keys and words outside ``vocabulary`` zeroed, losses).
+
+    ``look_captions`` (required with ``config.look_term``): each image's caption naming its look too. The
+    loss is then the mean of two InfoNCE terms on the same images: captions without the look (the
+    look would tell a batch's images apart without the identity, so this term keeps the identity the
+    thing to learn) and captions with it (the text tower learns the look's words, "red shirt", "top
+    hat", as a real CLIP knows them; trained without them, the base UNet read them as noise, or
+    read "red" of "red shirt" as the background's colour)."""
+    if config.look_term and (look_captions is None or len(look_captions) != len(captions)):
+        have = "none" if look_captions is None else len(look_captions)
+        raise ValueError(f"look_term needs one caption naming the look per image ({have} given for {len(captions)} "
+                         "images): pass look_captions=, or set look_term=False")
     tower = new_clip_vision(config.seed)
     vision = tower.model.float().train().requires_grad_(True)
     initial = new_text_encoder_state(vocabulary, config.seed)  # words outside the world: zero rows
     text_encoder = toy_text_encoder(initial)
     text = text_encoder.clip_l.transformer.float().train().requires_grad_(True)
-    unique = sorted(set(captions))
+    sets = [captions, look_captions] if config.look_term else [captions]
+    unique = sorted({c for texts in sets for c in texts})
     tokens = caption_tokens(unique)
     row = {c: i for i, c in enumerate(unique)}
-    caption_ids = torch.tensor([row[c] for c in captions])
+    caption_ids = [torch.tensor([row[c] for c in texts]) for texts in sets]
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = [*vision.parameters(), *text.parameters()]
     decay = [p for p in params if p.ndim >= 2]
@@ -114,11 +133,9 @@ def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
         idx = next(batches)
         pixels = pixel_values(tower, images[idx.numpy()])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), _snapshots():
-            image_embeds = vision(pixel_values=pixels)[2]
-            text_embeds = text(input_tokens=tokens[caption_ids[idx]])[2]
-        logits = logit_scale.exp().clamp(max=100) * (F.normalize(image_embeds.float(), dim=-1)
-                                                     @ F.normalize(text_embeds.float(), dim=-1).T)
-        loss = (F.cross_entropy(logits, targets[:len(idx)]) + F.cross_entropy(logits.T, targets[:len(idx)])) / 2
+            image_embeds = F.normalize(vision(pixel_values=pixels)[2].float(), dim=-1)
+            text_embeds = [text(input_tokens=tokens[ids[idx]])[2] for ids in caption_ids]
+        loss = sum(_info_nce(logit_scale, image_embeds, t, targets[:len(idx)]) for t in text_embeds) / len(text_embeds)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -209,7 +226,8 @@ def first_edition_tower():
 
 
 def build_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary: list[str], out_dir,
-               config: ClipTrainConfig, bar=None, report_sizes: dict | None = None) -> dict:
+               config: ClipTrainConfig, bar=None, report_sizes: dict | None = None,
+               look_captions: list[str] | None = None) -> dict:
     """Train the toy CLIP and write ``out_dir/clip_vision.safetensors`` (ComfyUI CLIP vision layout) and
     ``out_dir/text_encoder.safetensors`` (``clip_l.*``), fp32; returns the report (random vs trained tower)."""
     import json
@@ -221,7 +239,7 @@ def build_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with progress_bar(bar, config.steps, "clip") as progress:
-        tower, text_state, losses = train_clip(images, captions, scenes, vocabulary, config, progress)
+        tower, text_state, losses = train_clip(images, captions, scenes, vocabulary, config, progress, look_captions)
     seconds = time.perf_counter() - started
     save_file(tower.model.state_dict(), out_dir / "clip_vision.safetensors", {"toyworld": "clip_vision"}, torch.float32)
     save_file(text_state, out_dir / "text_encoder.safetensors", {"toyworld": "text_encoder"}, torch.float32)
