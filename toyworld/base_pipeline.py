@@ -60,13 +60,14 @@ def world_captions() -> list[str]:
 
 
 def build_vae(images: np.ndarray, out_dir, config: VaeTrainConfig, bar=None,
-              heldout_images: np.ndarray | None = None) -> dict:
-    """Train the VAE; write ``out_dir/vae.safetensors`` (fp32) and return its report."""
+              heldout_images: np.ndarray | None = None, subjects: np.ndarray | None = None) -> dict:
+    """Train the VAE (``subjects``: bool [N, H, W], each image's subject pixels, for the subject-centred
+    crops); write ``out_dir/vae.safetensors`` (fp32) and return its report."""
     load_host()
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with progress_bar(bar, config.steps, "vae") as progress:
-        vae = train_taesd(images, config, progress)
+        vae = train_taesd(images, config, progress, subjects)
     check = heldout_images if heldout_images is not None else images[:256]
     report = {"seconds": round(time.perf_counter() - started, 1),
               "heldout_l1": round(reconstruction_error(vae, check[:256]), 4),

@@ -262,10 +262,11 @@ def heldout_check_images() -> np.ndarray:
 
 
 def run_vae(out_dir: Path, config: ExperimentConfig) -> dict:
-    images, _ = single_subject_images(out_dir)
-    pairs = np.load(out_dir / "data" / "pairs.npz")["images"]
-    return build_vae(np.concatenate([images, pairs]), out_dir / "vae", config.vae, tqdm_bar,
-                     heldout_images=heldout_check_images())
+    images, manifest = single_subject_images(out_dir)
+    pairs = np.load(out_dir / "data" / "pairs.npz")
+    subjects = base_grounding(out_dir, manifest, pairs).masks.max(axis=1) > 127
+    return build_vae(np.concatenate([images, pairs["images"]]), out_dir / "vae", config.vae, tqdm_bar,
+                     heldout_images=heldout_check_images(), subjects=subjects)
 
 
 def run_clip(out_dir: Path, config: ExperimentConfig, preset: str) -> dict:

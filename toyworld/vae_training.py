@@ -1,7 +1,9 @@
 """The toy base's VAE: ComfyUI's TAESD architecture (8x down, 4 latent channels), trained from scratch.
 
 An autoencoder on random 32x32 crops of the world's renders (the network is fully convolutional,
-so crops cost a quarter of full images and teach the same filters), with L1 + squared error, a
+so crops cost a quarter of full images and teach the same filters), most of them centred on a pixel
+of a subject (identity and looks live there; backgrounds are flat colours and simple textures that
+the rest of the crops and the subjects' surroundings teach), with L1 + squared error, a
 little noise on the latents (the decoder must tolerate what the diffusion model produces) and a
 small penalty that keeps raw latents inside the decoder's input clamp (tanh(x/3)*3).
 
@@ -28,6 +30,7 @@ class VaeTrainConfig:
     lr: float = 1e-3
     latent_noise: float = 0.05  # relative to the batch's latent std
     latent_penalty: float = 1e-3
+    subject_crops: float = 0.75  # share of crops centred on a subject pixel (the rest: uniform)
     seed: int = 0
     bf16: bool = False  # fp32: bf16 autocast is many times slower on CPUs without native bf16 (AVX2 only)
 
@@ -42,16 +45,32 @@ def new_taesd(seed: int):
     return vae
 
 
-def _crops(images: np.ndarray, batch: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+def _crops(images: np.ndarray, batch: int, crop: int, rng: np.random.Generator,
+           subjects: np.ndarray | None = None, subject_share: float = 0.0) -> torch.Tensor:
+    """``batch`` crops of random images: uniform positions, or with probability ``subject_share`` centred
+    (as far as the image allows) on a random pixel of the image's subjects (``subjects``: bool [N, H, W];
+    an image without subject pixels gets a uniform crop)."""
     n, h, w, _ = images.shape
     idx = rng.integers(0, n, batch)
     ys, xs = rng.integers(0, h - crop + 1, batch), rng.integers(0, w - crop + 1, batch)
+    on_subject = rng.random(batch) < subject_share if subject_share > 0 else np.zeros(batch, bool)
+    for k in np.flatnonzero(on_subject):
+        py, px = np.nonzero(subjects[idx[k]])
+        if len(py):
+            pick = rng.integers(0, len(py))
+            ys[k] = min(max(py[pick] - crop // 2, 0), h - crop)
+            xs[k] = min(max(px[pick] - crop // 2, 0), w - crop)
     out = np.stack([images[i, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)])
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
 
-def train_taesd(images: np.ndarray, config: VaeTrainConfig, progress=None):
-    """images: uint8 [N, H, W, 3]. Returns the trained ``TAESD`` module (eval mode, normalised)."""
+def train_taesd(images: np.ndarray, config: VaeTrainConfig, progress=None, subjects: np.ndarray | None = None):
+    """images: uint8 [N, H, W, 3]; subjects: bool [N, H, W], the union of each image's subject masks (needed
+    when ``config.subject_crops`` > 0). Returns the trained ``TAESD`` module (eval mode, normalised)."""
+    if config.subject_crops > 0 and (subjects is None or subjects.shape != images.shape[:3]):
+        have = "none" if subjects is None else f"shape {tuple(subjects.shape)}"
+        raise ValueError(f"subject_crops={config.subject_crops} needs each image's subject mask, bool "
+                         f"{tuple(images.shape[:3])} ({have} given): pass subjects=, or set subject_crops=0")
     vae = new_taesd(config.seed)
     enc, dec = vae.taesd_encoder, vae.taesd_decoder
     params = list(enc.parameters()) + list(dec.parameters())
@@ -61,7 +80,7 @@ def train_taesd(images: np.ndarray, config: VaeTrainConfig, progress=None):
     gen = torch.Generator().manual_seed(config.seed)
     vae.train()
     for step in range(config.steps):
-        x = _crops(images, config.batch, config.crop, rng)
+        x = _crops(images, config.batch, config.crop, rng, subjects, config.subject_crops)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             z = enc(x)
             noise = torch.randn(z.shape, generator=gen) * (config.latent_noise * z.detach().float().std())
