@@ -133,17 +133,26 @@ def single_rows(methods, oracle_methods) -> list[str]:
 
 
 def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: EvalConfig, oracles: dict | None = None,
-             progress=None) -> dict:
-    """``methods``: {name: (training method, encoder)}; ``oracles``: {(method name, domain, id): NestedSubject}.
-    Returns the scores and the images (for the grid and the plot)."""
-    oracles = {k: v for k, v in (oracles or {}).items() if k[0] in methods}
-    rows = {name: Collected() for name in single_rows(methods, {k[0] for k in oracles})}
-    sweep = {(m, s): Collected() for m, strengths in config.extra_strengths(methods).items() for s in strengths}
-    for domain in DOMAINS:
-        for identity_id in config.ids():
-            _one_identity(host, methods, oracles, config, domain, identity_id, rows, sweep, progress)
+             progress=None, elsewhere: dict | None = None) -> dict:
+    """``methods``: {name: (training method, encoder)}; ``oracles``: {(method name, domain, id): NestedSubject};
+    ``elsewhere``: {domain: a job whose ``result()`` is ``collect_domain``'s for that domain, computed in
+    another process with the same files} (the images are the same wherever they are made: one thread,
+    fixed seeds). Returns the scores and the images (for the grid and the plot)."""
+    elsewhere = elsewhere or {}
+    parts = {domain: collect_domain(host, methods, oracles, config, domain, progress)
+             for domain in DOMAINS if domain not in elsewhere}
     two = two_subjects(host, methods, config, progress)
     demo = demo_scores(host, methods, config, identity_net, scene_net, progress)
+    for domain, job in elsewhere.items():
+        parts[domain] = job.result()
+        if progress is not None:
+            progress.update(sampled(*parts[domain]))
+    rows, sweep = parts[DOMAINS[0]]
+    for domain in DOMAINS[1:]:
+        for merged, part in zip((rows, sweep), parts[domain]):
+            for name, collected in part.items():
+                merged[name].extend(collected)
+    oracles = {k: v for k, v in (oracles or {}).items() if k[0] in methods}
     single = {name: rows[name].scores(identity_net, scene_net, attributes=True) for name in rows}
     for method in methods:
         if oracle_row(method) in single:
@@ -156,6 +165,24 @@ def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: Eval
             "sweep": sweep_scores(rows, sweep, methods, identity_net, scene_net, config),
             "two": two_subject_scores(two, identity_net, scene_net), "demo": demo,
             "rows": rows, "sweep_rows": sweep, "two_rows": two}
+
+
+def collect_domain(host: ToyHost, methods: dict, oracles: dict | None, config: EvalConfig, domain: str,
+                   progress=None) -> tuple[dict, dict]:
+    """The images of ``domain``'s held-out identities: ({row: Collected}, {(method, strength): Collected} of
+    the sweep's other strengths)."""
+    oracles = {k: v for k, v in (oracles or {}).items() if k[0] in methods}
+    rows = {name: Collected() for name in single_rows(methods, {k[0] for k in oracles})}
+    sweep = {(m, s): Collected() for m, strengths in config.extra_strengths(methods).items() for s in strengths}
+    for identity_id in config.ids():
+        _one_identity(host, methods, oracles, config, domain, identity_id, rows, sweep, progress)
+    return rows, sweep
+
+
+def sampled(rows: dict, sweep: dict) -> int:
+    """KSampler calls behind ``collect_domain``'s images (the renders and their round trips are not sampled)."""
+    return sum(len(c.images) for name, c in rows.items() if name not in (RENDERS, ROUND_TRIP)) + \
+        sum(len(c.images) for c in sweep.values())
 
 
 def _one_identity(host, methods, oracles, config, domain, identity_id, rows, sweep, progress) -> None:

@@ -58,6 +58,14 @@ class Collected:
         self.keys.append(key)
         self.galleries.setdefault(key[:2], gallery)
 
+    def extend(self, other: "Collected") -> None:
+        """``other``'s images after this row's (the same row's images of other identities)."""
+        self.images += other.images
+        self.scenes += other.scenes
+        self.keys += other.keys
+        for cluster, gallery in other.galleries.items():
+            self.galleries.setdefault(cluster, gallery)
+
     def image(self, key) -> np.ndarray:
         return self.images[self.keys.index(key)]
 

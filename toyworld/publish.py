@@ -152,31 +152,63 @@ def load_oracle_subjects(weights_dir: Path) -> dict:
             for (key, domain, identity_id), subject in load_oracles(folder).items()}
 
 
-def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None) -> dict:
-    """Evaluate published weights; write ``RESULT_FILES`` into ``results_dir``; return the scores."""
+def _evaluated(weights_dir: Path):
+    """(ToyHost, methods with the IP-Adapter file's row, oracle subjects) of a weights folder."""
     from .generation import ToyHost
+
+    host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
+    with tempfile.TemporaryDirectory() as folder:
+        methods = with_ip_adapter_row(load_methods(weights_dir), folder)
+    return host, methods, load_oracle_subjects(weights_dir)
+
+
+def domain_images(weights_dir: str, config: EvalConfig, domain: str) -> tuple[dict, dict]:
+    """``evaluation.collect_domain`` of one domain, on one thread, from the files of ``weights_dir`` (what
+    ``run_evaluation``'s second process runs)."""
+    from .comfy_runtime import load_host
+    from .evaluation import collect_domain
+
+    load_host()
+    torch.set_num_threads(1)
+    host, methods, oracles = _evaluated(Path(weights_dir))
+    return collect_domain(host, methods, oracles, config, domain)
+
+
+def run_evaluation(weights_dir, results_dir, config: EvalConfig, bar=None, processes: int = 2) -> dict:
+    """Evaluate published weights; write ``RESULT_FILES`` into ``results_dir``; return the scores.
+
+    ``processes`` 2: the dogs' identities are sampled in a second process (spawned, one thread, reading
+    the same files) while this one samples the persons', the two-subject images and the demo: every
+    KSampler call runs on one thread either way (0.59 s on one thread, 0.76 s on two, measured on 2
+    cores), so the two cores share the calls and the images and scores are the same as with 1."""
+    from concurrent.futures import ProcessPoolExecutor
+    from contextlib import nullcontext
+    from multiprocessing import get_context
+
     from .report import grid_image, markdown_report
     from .scoring import load_scorer
     from .tradeoff import tradeoff_plot
 
+    if processes not in (1, 2):
+        raise ExperimentError(f"processes is {processes!r}; give 1 (everything here) or 2 (the dogs' identities in a "
+                              "second process)")
     weights_dir, results_dir = Path(weights_dir), Path(results_dir)
     for rel in (*BASE_FILES.values(), *ENCODER_FILES.values(), *SCORER_FILES.values()):
         if not (weights_dir / rel).is_file():
             raise ExperimentError(f"weights folder {weights_dir} has no {rel}: give the folder the experiment's "
                                   "publish stage wrote (OUT_DIR/weights), or restore the committed ones with "
                                   "`git checkout -- toyworld/weights`")
-    host = ToyHost.load(weights_dir / BASE_FILES["checkpoint"], weights_dir / BASE_FILES["clip_vision"])
-    with tempfile.TemporaryDirectory() as folder:
-        methods = with_ip_adapter_row(load_methods(weights_dir), folder)
-    oracles = load_oracle_subjects(weights_dir)
+    host, methods, oracles = _evaluated(weights_dir)
     identity_net = load_scorer(weights_dir / SCORER_FILES["identity"]).float()
     scene_net = load_scorer(weights_dir / SCORER_FILES["scene"]).float()
     calls = evaluation_size(config, methods, oracles)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 64 px KSampler calls: 0.59 s on one thread, 0.76 s on two (measured, 2 cores)
+    torch.set_num_threads(1)
     try:
-        with progress_bar(bar, calls, "evaluate") as progress:
-            result = evaluate(host, methods, identity_net, scene_net, config, oracles, progress)
+        pool = ProcessPoolExecutor(1, mp_context=get_context("spawn")) if processes == 2 else nullcontext()
+        with progress_bar(bar, calls, "evaluate") as progress, pool:
+            elsewhere = {PET: pool.submit(domain_images, str(weights_dir), config, PET)} if processes == 2 else {}
+            result = evaluate(host, methods, identity_net, scene_net, config, oracles, progress, elsewhere)
     finally:
         torch.set_num_threads(threads)
     scores = {k: result[k] for k in ("single", "paired", "sweep", "two", "demo")}

@@ -94,6 +94,15 @@ def test_finished_stages_are_skipped_and_evaluation_is_deterministic(smoke):
     assert (smoke / "results" / "results.json").read_text() == before
 
 
+def test_the_second_evaluation_process_changes_no_score(smoke, tmp_path):
+    """The experiment evaluates the dogs in a spawned second process; all in one process gives the same files."""
+    from nested_attention.toyworld.publish import run_evaluation
+
+    run_evaluation(smoke / "weights", tmp_path, PRESETS["smoke"].evaluation, processes=1)
+    for name in ("results.json", "results.md"):
+        assert (tmp_path / name).read_text() == (smoke / "results" / name).read_text(), name
+
+
 def test_a_stage_without_its_earlier_stages_is_refused(tmp_path):
     from nested_attention.toyworld.errors import ExperimentError
 
