@@ -152,7 +152,6 @@ def evaluate(host: ToyHost, methods: dict, identity_net, scene_net, config: Eval
         for merged, part in zip((rows, sweep), parts[domain]):
             for name, collected in part.items():
                 merged[name].extend(collected)
-    oracles = {k: v for k, v in (oracles or {}).items() if k[0] in methods}
     single = {name: rows[name].scores(identity_net, scene_net, attributes=True) for name in rows}
     for method in methods:
         if oracle_row(method) in single:

@@ -218,19 +218,29 @@ def base_grounding(out_dir: Path, manifest: list[dict], pairs) -> GroundedImages
     images first, then the pairs (the order of ``run_base``'s images)."""
     from .scene import Scene
 
+    phrases = [grounded_phrases((item["domain"],), _scene(item)) for item in manifest]
+    phrases += [grounded_phrases(DOMAINS, Scene(**json.loads(str(s)))) for s in _pairs_field(out_dir, pairs, "scenes")]
+    return GroundedImages(phrases, base_masks(out_dir, manifest, pairs))
+
+
+def base_masks(out_dir: Path, manifest: list[dict], pairs) -> np.ndarray:
+    """uint8 [N, 3, 64, 64] subject masks of every base image in ``SUBJECT_REGIONS`` order (zeros where an
+    image has no such subject): the training folder's images first, then the pairs."""
     singles = single_subject_masks(out_dir, manifest)
-    for key in ("person_masks", "pet_masks", "scenes"):
-        if key not in pairs:
-            raise ExperimentError(f"pairs.npz has no {key!r} (written by an older data stage): delete "
-                                  f"{out_dir / 'data.done.json'} and run the data stage again")
-    n, m = len(singles), len(pairs["person_masks"])
+    person, pet = (_pairs_field(out_dir, pairs, key) for key in ("person_masks", "pet_masks"))
+    n, m = len(singles), len(person)
     masks = np.zeros((n + m, len(SUBJECT_REGIONS), 64, 64), np.uint8)
     masks[:n, SUBJECT_REGIONS.index("subject")] = singles
-    masks[n:, SUBJECT_REGIONS.index("person")] = pairs["person_masks"]
-    masks[n:, SUBJECT_REGIONS.index("pet")] = pairs["pet_masks"]
-    phrases = [grounded_phrases((item["domain"],), _scene(item)) for item in manifest]
-    phrases += [grounded_phrases(DOMAINS, Scene(**json.loads(str(s)))) for s in pairs["scenes"]]
-    return GroundedImages(phrases, masks)
+    masks[n:, SUBJECT_REGIONS.index("person")] = person
+    masks[n:, SUBJECT_REGIONS.index("pet")] = pet
+    return masks
+
+
+def _pairs_field(out_dir: Path, pairs, key: str) -> np.ndarray:
+    if key not in pairs:
+        raise ExperimentError(f"pairs.npz has no {key!r} (written by an older data stage): delete "
+                              f"{out_dir / 'data.done.json'} and run the data stage again")
+    return pairs[key]
 
 
 def _scene(item: dict):
@@ -264,7 +274,7 @@ def heldout_check_images() -> np.ndarray:
 def run_vae(out_dir: Path, config: ExperimentConfig) -> dict:
     images, manifest = single_subject_images(out_dir)
     pairs = np.load(out_dir / "data" / "pairs.npz")
-    subjects = base_grounding(out_dir, manifest, pairs).masks.max(axis=1) > 127
+    subjects = base_masks(out_dir, manifest, pairs).max(axis=1) > 127
     return build_vae(np.concatenate([images, pairs["images"]]), out_dir / "vae", config.vae, tqdm_bar,
                      heldout_images=heldout_check_images(), subjects=subjects)
 
