@@ -119,6 +119,8 @@ def test_evaluation_of_an_incomplete_weights_folder_names_the_missing_file(tmp_p
 
     with pytest.raises(ExperimentError, match="has no models/checkpoints/toyworld_base.safetensors"):
         run_evaluation(tmp_path, tmp_path / "results", EvalConfig())
+    with pytest.raises(ExperimentError, match=r"processes is 3; give 1 \(everything here\) or 2"):
+        run_evaluation(tmp_path, tmp_path / "results", EvalConfig(), processes=3)
 
 
 def test_the_trained_toy_clip_is_what_the_base_and_the_encoders_read(smoke):
