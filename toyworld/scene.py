@@ -14,7 +14,8 @@ from typing import Optional
 
 from .errors import SceneError
 from .identity import CLASS_WORDS, DOMAINS
-from .look import LOOK_FACTORS, LOOK_FIELDS, LOOK_WORDS, NO_EXTRAS, PREFIX_FACTORS, SUFFIX_FACTORS, sample_look, subject_phrase
+from .look import (LOOK_FACTORS, LOOK_FIELDS, LOOK_WORDS, NO_EXTRAS, PREFIX_FACTORS, SUFFIX_FACTORS, sample_look,
+                   subject_phrase, visible)
 from .rng import Rng
 
 BACKGROUND_WORDS = {
@@ -79,10 +80,13 @@ class Scene:
 
 def sample_scene(*key) -> Scene:
     """A uniformly random scene, the same for the same key; each look factor of both domains named
-    with probability 0.5 (``look.sample_look``; the scene factors are drawn first, as before looks)."""
+    with probability 0.5 (``look.sample_look``; the scene factors are drawn first, as before looks),
+    except that a close-up never names a factor it crops out (``look.visible``): a caption names
+    only what its render shows."""
     rng = Rng("toyworld-scene", *key)
     scene = {factor: rng.choice(values) for factor, values in FACTORS.items()}
-    return Scene(**scene, **sample_look(rng))
+    look = {f: v if visible(f, scene["framing"]) else None for f, v in sample_look(rng).items()}
+    return Scene(**scene, **look)
 
 
 def reference_scene(*key) -> Scene:

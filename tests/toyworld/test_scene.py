@@ -7,7 +7,7 @@ from nested_attention.toyworld.errors import SceneError
 from nested_attention.toyworld.identity import CLASS_WORDS, DOMAINS
 from dataclasses import asdict
 
-from nested_attention.toyworld.look import LOOK_FACTORS, LOOK_FIELDS, LOOK_WORDS, realised_look
+from nested_attention.toyworld.look import HIDDEN_IN_CLOSE_UP, LOOK_FACTORS, LOOK_FIELDS, LOOK_WORDS, realised_look, visible
 from nested_attention.toyworld.scene import (BACKGROUND_WORDS, FACTORS, PLACEMENT_WORDS, STYLE_WORDS, Scene, all_scenes, caption,
                             caption_two, parse_caption, reference_scene, sample_scene)
 from nested_attention.toyworld.variation import sample_variation
@@ -104,9 +104,13 @@ def test_look_values_are_validated_and_scenes_round_trip_through_json():
     assert Scene(**asdict(Scene())) == Scene() and Scene().hat is None
 
 
-def test_sampled_scenes_name_each_look_factor_about_half_the_time():
-    scenes = [sample_scene("look", i) for i in range(800)]
+def test_sampled_scenes_name_each_look_factor_about_half_the_time_where_the_framing_shows_it():
+    all_scenes = [sample_scene("look", i) for i in range(1600)]
     for field in LOOK_FIELDS:
+        shown = [s for s in all_scenes if visible(field, s.framing)]
+        assert len(shown) < len(all_scenes) or field not in HIDDEN_IN_CLOSE_UP, field
+        assert all(getattr(s, field) is None for s in all_scenes if not visible(field, s.framing)), field  # cropped out
+        scenes = shown[:800]
         named = [getattr(s, field) for s in scenes if getattr(s, field) is not None]
         assert 0.4 < len(named) / len(scenes) < 0.6, field
         domain = "person" if field in LOOK_FACTORS["person"] else "pet"
