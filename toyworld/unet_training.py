@@ -6,7 +6,10 @@ exactly what sampling will: the SD1.5 discrete schedule and eps parameterisation
 through ComfyUI's CLIP wrapper. Loss: the trainer's ``denoising_losses`` (eps MSE), timesteps
 uniform over 0..999, captions dropped to "" with some probability (for classifier-free guidance),
 AdamW with warm-up and cosine decay, and an exponential moving average of the weights that is
-what gets saved.
+what gets saved. Each row's loss is weighted by min-SNR-gamma (Hang et al., 2023:
+``min(SNR, gamma) / SNR`` for eps prediction, SNR = 1 / sigma^2): the many nearly clean timesteps,
+whose eps error teaches fine texture, no longer outweigh the noisy ones where a prompt decides
+colours, hats and poses.
 
 From step ``grounding_from`` on, the grounding loss (``grounding_loss.py``: each grounded word's
 attention pulled into its region, capped) is added with ``grounding_weight``. It starts late
@@ -33,6 +36,17 @@ class UNetTrainConfig:
     grounding_weight: float = 0.5  # 0: no grounding loss
     grounding_cap: float = 0.25  # a word's mean share inside its region beyond which it is not pulled further
     grounding_from: int = 2000  # the step from which the grounding loss is added (0: from the start)
+    min_snr_gamma: float = 5.0  # each row's eps loss weighted by min(SNR, gamma) / SNR; 0: unweighted
+
+
+def min_snr_weights(sigma: torch.Tensor, gamma: float) -> torch.Tensor:
+    """min(SNR, gamma) / SNR per row for eps prediction, SNR = 1 / sigma^2 (ComfyUI's sigma of the
+    discrete schedule): min(1, gamma * sigma^2). ``gamma`` 0: ones (the plain eps loss)."""
+    if gamma < 0:
+        raise ValueError(f"min_snr_gamma must be >= 0 (0: unweighted), got {gamma}")
+    if gamma == 0:
+        return torch.ones_like(sigma)
+    return (gamma * sigma.float() ** 2).clamp(max=1.0)
 
 
 @torch.no_grad()
@@ -76,7 +90,7 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
     rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout). ``grounding``:
     a ``GroundingLoss`` over the same images and caption rows, required when
     ``config.grounding_weight`` > 0.
-    Returns {"denoising": the denoising loss of every step, "grounding": the grounding term of
+    Returns {"denoising": the (min-SNR-weighted) denoising loss of every step, "grounding": the grounding term of
     every step from ``grounding_from`` on (unweighted)}.
     """
     from ..training.loss import denoising_losses
@@ -109,7 +123,8 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
             options = grounding.options
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             denoised = model.apply_model(x_noisy, sigma, c_crossattn=conds[ids], transformer_options=options)
-        loss = denoising_losses("eps", sigma, x_noisy, denoised.float(), x0).mean()
+        rows = denoising_losses("eps", sigma, x_noisy, denoised.float(), x0)
+        loss = (rows * min_snr_weights(sigma, config.min_snr_gamma)).mean()
         total = loss
         if grounded:
             term = grounding.take()

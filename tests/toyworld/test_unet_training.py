@@ -20,3 +20,16 @@ def test_captions_encoded_in_batches_equal_clip_text_encode_one_by_one():
     assert torch.equal(batched, one_by_one)
     with pytest.raises(ValueError, match="longer than one 77-token section"):
         encode_captions(clip, ["a dog", " ".join(["a watercolor painting of a person in the snow"] * 12)])
+
+
+def test_min_snr_weights_are_min_snr_gamma_over_snr_for_eps():
+    from nested_attention.toyworld.unet_training import min_snr_weights
+
+    sigma = torch.tensor([0.03, 0.2, 0.4472136, 1.0, 14.6])  # SNR = 1 / sigma^2: 1111, 25, 5, 1, 0.005
+    snr = 1 / sigma ** 2
+    expected = torch.minimum(snr, torch.tensor(5.0)) / snr
+    assert torch.allclose(min_snr_weights(sigma, 5.0), expected, rtol=1e-5)
+    assert min_snr_weights(sigma, 5.0)[0] < 0.01 and torch.all(min_snr_weights(sigma, 5.0)[2:] > 0.99)
+    assert torch.equal(min_snr_weights(sigma, 0.0), torch.ones(5))
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        min_snr_weights(sigma, -1.0)
