@@ -2,7 +2,11 @@
 
 * identity: mean cosine between an image's identity embedding and its identity's gallery
   (``scoring.reference_similarity``, the toy ArcFace score);
-* prompt alignment: the scene model's hits on the scene the prompt asked for, per factor and ``all``;
+* prompt alignment: the scene model's hits on the scene the prompt asked for, per factor; per image the
+  share of the factors its prompt names that are right (``share``, the headline and the trade-off's
+  axis), and whether all are (``all``). An image is one draw of many factors: with looks that a 64 px
+  image barely holds, ``all`` is near 0 even for the VAE round trip of a render (0.07 in the first
+  full third-edition run), so it cannot show a trade-off; the share can;
 * attributes (one subject): per discrete attribute, whether the identity net's head reads the
   reference identity's value in the image (``scoring.predict_attributes``).
 
@@ -21,7 +25,7 @@ import torch
 from .identity import ATTRIBUTES, CLASS_WORDS, attribute_labels, sample_identity
 from .look import LOOK_FIELDS
 from .scene import FACTORS
-from .scoring import every_right, predict_attributes, reference_similarity, scored_factors
+from .scoring import every_right, predict_attributes, reference_similarity, scored_factors, share_right
 
 
 def clustered_se(values: Sequence[float], clusters: Sequence) -> Optional[float]:
@@ -80,26 +84,29 @@ class Collected:
     def scores(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None,
                attributes: bool = False) -> dict:
         """identity (± clustered SE), prompt accuracy per factor (``factors``: those reported; default
-        all; a look factor over the images whose prompt names it), ``all`` (every factor its prompt names
-        right, ± clustered SE), ``scene: all`` and ``subject: all`` (the scene factors / the look factors,
-        over the images whose prompt names one), n, identities, every image's identity score; with
-        ``attributes``, the per-attribute accuracy of each domain (one subject)."""
+        all; a look factor over the images whose prompt names it), ``share`` (the mean share of the
+        factors its prompt names that an image gets right, ± clustered SE as ``prompt_se``), ``all`` (every
+        factor right), and over the images whose prompt names a look: ``subject`` (the share of the look
+        factors right, ± ``subject_se``), ``subject: all`` and ``scene: all``; n, identities, every image's
+        identity score; with ``attributes``, the per-attribute accuracy of each domain (one subject)."""
         clusters = [key[:2] for key in self.keys]
         sims = self._similarities(identity_net)
         hits = self._hits(scene_net, factors)
+        count = len(self.images)
         prompt = {name: float(right[named].double().mean()) for name, (right, named) in hits.items()}
-        all_right = every_right(hits.values(), len(self.images))
-        prompt["all"] = float(all_right.double().mean())
+        share, _ = share_right(hits.values(), count)
+        prompt["share"] = float(share.mean())
+        prompt["all"] = float(every_right(hits.values(), count).double().mean())
         out = {"identity": float(sims.mean()), "identity_se": clustered_se(sims.tolist(), clusters),
-               "prompt": prompt, "prompt_se": clustered_se(all_right.double().tolist(), clusters),
-               "n": len(self.images), "identities": len(set(clusters))}
-        subject, asked = _subject_right(hits, len(self.images))
+               "prompt": prompt, "prompt_se": clustered_se(share.tolist(), clusters),
+               "n": count, "identities": len(set(clusters))}
+        subject, subject_all, asked = _subject(hits, count)
         if asked.any():
             scene = [hits[f] for f in FACTORS if f in hits]
-            prompt["scene: all"] = float(every_right(scene, len(self.images)).double().mean())
-            subject = subject[asked].double()
-            prompt["subject: all"] = float(subject.mean())
-            out["subject_se"] = clustered_se(subject.tolist(), [c for c, a in zip(clusters, asked) if a])
+            prompt["scene: all"] = float(every_right(scene, count).double().mean())
+            prompt["subject"] = float(subject[asked].mean())
+            prompt["subject: all"] = float(subject_all[asked].double().mean())
+            out["subject_se"] = clustered_se(subject[asked].tolist(), [c for c, a in zip(clusters, asked) if a])
         if attributes:
             out["attributes"] = self._attribute_accuracy(identity_net)
         out["per_image"] = {key_text(k): round(float(s), 5) for k, s in zip(self.keys, sims)}
@@ -112,13 +119,13 @@ class Collected:
         return hits if factors is None else {name: hits[name] for name in factors if name in hits}
 
     def per_image(self, identity_net, scene_net, factors: Optional[Sequence[str]] = None) -> dict:
-        """{key: (identity, prompt all right as 0/1, look factors all right as 0/1 or None where the
-        prompt names none)} of every image."""
+        """{key: (identity, the share of the prompt's factors right, the share of its look factors right
+        or None where the prompt names none)} of every image."""
         sims, hits = self._similarities(identity_net), self._hits(scene_net, factors)
-        every = every_right(hits.values(), len(self.images))
-        subject, asked = _subject_right(hits, len(self.images))
+        share, _ = share_right(hits.values(), len(self.images))
+        subject, _, asked = _subject(hits, len(self.images))
         return {key: (float(s), float(h), float(r) if a else None)
-                for key, s, h, r, a in zip(self.keys, sims, every, subject.tolist(), asked.tolist())}
+                for key, s, h, r, a in zip(self.keys, sims, share.tolist(), subject.tolist(), asked.tolist())}
 
     def _similarities(self, identity_net) -> torch.Tensor:
         """Each image's mean cosine to its cluster's gallery, one gallery embedding per cluster."""
@@ -148,7 +155,8 @@ class Collected:
 def paired_difference(first: Collected, second: Collected, identity_net, scene_net,
                       factors: Optional[Sequence[str]] = None) -> dict:
     """``first`` minus ``second`` on the keys (identity, prompt, seed) both rows have: the mean of the
-    per-image differences of identity and of prompt alignment (all), each ± its standard error clustered
+    per-image differences of identity, of prompt alignment and of the subject's look (shares of the
+    factors right), each ± its standard error clustered
     by the key's cluster (identity, pair or seed), n and the clusters. Rows with the same seeds on the same
     keys differ only by what they add, so the paired difference is sharper than the two means' SEs say."""
     ours, theirs = first.per_image(identity_net, scene_net, factors), second.per_image(identity_net, scene_net, factors)
@@ -167,10 +175,9 @@ def paired_difference(first: Collected, second: Collected, identity_net, scene_n
             "n": len(keys), "identities": len(set(clusters))}
 
 
-def _subject_right(hits: dict, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(every look factor right where named, the prompt names one), bool [count] each."""
+def _subject(hits: dict, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the share of the named look factors right, float64; every named look factor right, bool; the
+    prompt names one, bool), [count] each."""
     look = [hits[f] for f in LOOK_FIELDS if f in hits]
-    asked = torch.zeros(count, dtype=torch.bool)
-    for _, named in look:
-        asked |= named
-    return every_right(look, count), asked
+    share, asked = share_right(look, count)
+    return share, every_right(look, count), asked

@@ -61,8 +61,10 @@ COMMITTED_WEIGHTS = REPO_ROOT / "toyworld" / "weights"
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "toyworld"
 ORACLE_DIR = "benchmark/oracles"  # per-identity oracle subjects: <method file key>/<domain>_<id>.safetensors
 RESULT_FILES = ("results.json", "results.md", "grid.png", "tradeoff.png")
-RESULTS_FORMAT = 3  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep;
-# 3 = + the IP-Adapter file's row and curve, paired differences, two subjects without regions and leakage, demo
+RESULTS_FORMAT = 4  # results.json structure: 2 = rows with ceilings, masked references, attributes, sweep;
+# 3 = + the IP-Adapter file's row and curve, paired differences, two subjects without regions and leakage, demo;
+# 4 = prompt alignment as the share of the named factors right (prompt "share", "subject"; prompt_se, subject_se,
+# paired differences and the trade-off on the shares), "all" kept
 
 
 def _fp16_copy(source: Path, target: Path) -> None:

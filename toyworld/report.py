@@ -40,24 +40,26 @@ def markdown_report(scores: dict, config: EvalConfig, calls: int) -> str:
         f"prompts each ({', '.join(map(_scene_text, config.scenes()))}), one image per (identity, prompt, row) with "
         f"the same fixed seed in every row ({config.sampler.sampler}/{config.sampler.scheduler}, "
         f"{config.sampler.steps} steps, cfg {config.sampler.cfg}); {calls} KSampler calls in all. Identity: mean "
-        f"cosine to {config.gallery} other renders of the identity. Prompt: the scene model's accuracy on the "
-        "prompt's scene and the subject's look the prompt asks for (all = every named factor right; scene: all = the "
-        "four scene factors; subject: all = the look factors, each prompt asking for values its reference does not "
-        "show: a hat or accessory, another shirt colour, expression or pose; close-ups name no shirt or pose). ± is the standard error clustered by identity (the mean of each "
+        f"cosine to {config.gallery} other renders of the identity. Prompt: the scene model's reading of the "
+        "prompt's scene and of the subject's look the prompt asks for, each prompt asking for values its reference "
+        "does not show (a hat or accessory, another shirt colour, expression or pose; close-ups name no shirt or "
+        "pose): prompt = the share of the named factors read right (mean over images), all = every named factor "
+        "right, scene: all = the four scene factors right, subject = the share of the look factors read right, "
+        "subject: all = every look factor right; per factor, the accuracy over the images whose prompt names it. ± is the standard error clustered by identity (the mean of each "
         "identity's images, then the standard error over identities). References reach the encoder whole (as users "
         "give them) or masked (background blanked by the render's subject mask, by the same preparation as the "
         "Subject node's mask input). " + _oracle_note(scores["single"]),
         "",
-        "| row | identity ↑ | prompt: all ↑ | scene: all | " + " | ".join(FACTOR_NAMES) + " | subject: all ↑ | "
-        + " | ".join(LOOK_FIELDS) + " | images | ids |",
-        "|---|---|---|---|" + "---|" * len(FACTOR_NAMES) + "---|" + "---|" * len(LOOK_FIELDS) + "---|---|",
+        "| row | identity ↑ | prompt ↑ | all | scene: all | " + " | ".join(FACTOR_NAMES) + " | subject ↑ | "
+        "subject: all | " + " | ".join(LOOK_FIELDS) + " | images | ids |",
+        "|---|---|---|---|---|" + "---|" * len(FACTOR_NAMES) + "---|---|" + "---|" * len(LOOK_FIELDS) + "---|---|",
     ]
     for name, s in scores["single"].items():
         p = s["prompt"]
-        lines.append(f"| {name} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['all'], s['prompt_se'])} | "
-                     f"{_maybe(p.get('scene: all'))} | " + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES)
-                     + f" | {_pm(p['subject: all'], s.get('subject_se')) if 'subject: all' in p else '–'} | "
-                     + " | ".join(_maybe(p.get(f)) for f in LOOK_FIELDS) + f" | {s['n']} | {s['identities']} |")
+        lines.append(f"| {name} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['share'], s['prompt_se'])} | "
+                     f"{p['all']:.3f} | {_maybe(p.get('scene: all'))} | " + " | ".join(f"{p[f]:.3f}" for f in FACTOR_NAMES)
+                     + f" | {_pm(p['subject'], s.get('subject_se')) if 'subject' in p else '–'} | "
+                     f"{_maybe(p.get('subject: all'))} | " + " | ".join(_maybe(p.get(f)) for f in LOOK_FIELDS) + f" | {s['n']} | {s['identities']} |")
     for name, s in scores["single"].items():
         if "same_images" in s:
             others = ", ".join(f"{row} {value:.3f}" for row, value in s["same_images"].items())
@@ -90,7 +92,8 @@ def paired_table(paired: dict) -> list[str]:
         return []
     lines = ["", "Paired differences (whole references, strength 1): ours minus the other row on the same "
              "(identity, prompt) with the same seed, the mean of the per-image differences ± the standard error "
-             "clustered by identity.", "", "| difference | identity | prompt: all | subject: all | images | ids |",
+             "clustered by identity (prompt and subject: the shares of the named factors / look factors read right).", "",
+             "| difference | identity | prompt | subject | images | ids |",
              "|---|---|---|---|---|---|"]
     for name, d in paired.items():
         lines.append(f"| {name} | {_signed(d['identity'], d['identity_se'])} | {_signed(d['prompt'], d['prompt_se'])} "
@@ -140,14 +143,14 @@ def sweep_table(sweep: dict, config: EvalConfig) -> list[str]:
              f"references, {len(ids)} persons and {len(ids)} dogs "
              f"(ids {ids[0]}-{ids[-1]}) x {len(scenes)} prompts ({', '.join(map(_scene_text, scenes))}); every point, "
              "strength 1 and the base, oracle text and renders included, on the same images' keys.", "",
-             "| row | strength | identity ↑ | prompt: all ↑ | scene: all | subject: all ↑ | images |",
-             "|---|---|---|---|---|---|---|"]
+             "| row | strength | identity ↑ | prompt ↑ | all | scene: all | subject ↑ | images |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = [(name, "", s) for name, s in sweep["points"].items()]
     rows += [(method, strength, s) for method, points in sweep["curves"].items() for strength, s in points.items()]
     for name, strength, s in rows:
         p = s["prompt"]
-        lines.append(f"| {name} | {strength} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['all'], s['prompt_se'])} "
-                     f"| {_maybe(p.get('scene: all'))} | {_maybe(p.get('subject: all'))} | {s['n']} |")
+        lines.append(f"| {name} | {strength} | {_pm(s['identity'], s['identity_se'])} | {_pm(p['share'], s['prompt_se'])} "
+                     f"| {p['all']:.3f} | {_maybe(p.get('scene: all'))} | {_maybe(p.get('subject'))} | {s['n']} |")
     return lines
 
 

@@ -139,6 +139,17 @@ def every_right(scored, count: int) -> torch.Tensor:
     return out
 
 
+def share_right(scored, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the share of each image's named factors that are right, float64 [count] (0 where none is named);
+    whether any is named, bool [count]) of ``scored_factors``' (right, named) pairs."""
+    right = torch.zeros(count, dtype=torch.float64)
+    named = torch.zeros(count, dtype=torch.float64)
+    for hit, asked in scored:
+        right += (hit & asked).double()
+        named += asked.double()
+    return right / named.clamp_min(1), named > 0
+
+
 def scored_factors(model: SceneNet, images: Images, scenes: Sequence[Scene], domain: Domains):
     """{factor: (right bool [n], named bool [n])}: scene factors always named; look factors of each
     image's domain where its scene names them (only factors some scene names)."""

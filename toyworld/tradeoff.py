@@ -26,14 +26,14 @@ OFF_FRAME = "renders"  # points whose name starts so do not set the axes' range
 
 @dataclass(frozen=True)
 class Point:
-    x: float  # prompt alignment (all factors)
+    x: float  # prompt alignment (share of the prompt's factors right)
     y: float  # identity
     x_se: float
     y_se: float
 
     @classmethod
     def of(cls, scores: dict) -> "Point":
-        return cls(scores["prompt"]["all"], scores["identity"], scores["prompt_se"] or 0.0,
+        return cls(scores["prompt"]["share"], scores["identity"], scores["prompt_se"] or 0.0,
                    scores["identity_se"] or 0.0)
 
 
@@ -68,7 +68,7 @@ def frame(sweep: dict) -> Optional[Frame]:
 
 def tradeoff_plot(sweep: dict) -> Image.Image:
     """``sweep``: {"points": {name: scores}, "curves": {method: {strength: scores}}} (scores with
-    identity, identity_se, prompt["all"], prompt_se)."""
+    identity, identity_se, prompt["share"], prompt_se)."""
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     box = frame(sweep)
@@ -129,7 +129,7 @@ def _axes(image: Image.Image, draw: ImageDraw.ImageDraw, box: Frame) -> None:
         draw.line([(left, py), (right, py)], fill=GRID)
         draw.line([(left - 5, py), (left, py)], fill=INK)
         draw.text((left - 8, py), f"{y:g}", fill=INK, font=small, anchor="rm")
-    draw.text(((left + right) / 2, bottom + 30), "prompt alignment: scene accuracy, all factors (higher is better)",
+    draw.text(((left + right) / 2, bottom + 30), "prompt alignment: share of the prompt's factors read right (higher is better)",
               fill=INK, font=normal, anchor="mt")
     label = Image.new("RGB", (bottom - top, 20), "white")
     ImageDraw.Draw(label).text(((bottom - top) / 2, 10), "identity: cosine to the identity's renders (higher is "

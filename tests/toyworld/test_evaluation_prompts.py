@@ -3,6 +3,7 @@ rows score those look factors apart from the scene's."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nested_attention.toyworld.evaluation import EVAL_SCENES, EvalConfig
 from nested_attention.toyworld.evaluation_inputs import reference, reference_look
@@ -61,4 +62,12 @@ def test_a_row_scores_each_look_factor_on_the_prompts_that_name_it():
     for right, named in hits.values():
         every &= (right | ~named).numpy()
     assert scores["prompt"]["all"] == float(every.mean())
+    right_count = sum((right & named).numpy().astype(float) for right, named in hits.values())
+    named_count = sum(named.numpy().astype(float) for _, named in hits.values())
+    assert scores["prompt"]["share"] == pytest.approx(float(np.mean(right_count / named_count)))
+    looks = [hits[f] for f in ("shirt", "expression", "hat", "accessory", "pose")]
+    look_share = sum((r & n).numpy().astype(float) for r, n in looks) / sum(n.numpy().astype(float) for _, n in looks)
+    assert scores["prompt"]["subject"] == pytest.approx(float(look_share.mean()))  # every prompt names a look here
+    per_image = row.per_image(IdentityNet(IdentityNetConfig()).eval(), scene_net)
+    assert [v[1] for v in per_image.values()] == pytest.approx(list(right_count / named_count))
     assert {"scene: all", "subject: all"} <= set(scores["prompt"]) and scores["subject_se"] is not None

@@ -6,7 +6,7 @@ from nested_attention.toyworld.tradeoff import CURVE_COLOURS, POINT_COLOURS, Poi
 
 
 def scores(identity, prompt, se=0.01):
-    return {"identity": identity, "identity_se": se, "prompt": {"all": prompt}, "prompt_se": se}
+    return {"identity": identity, "identity_se": se, "prompt": {"share": prompt}, "prompt_se": se}
 
 
 SWEEP = {"points": {RENDERS: scores(0.78, 1.0), ORACLE_TEXT: scores(0.2, 0.9), BASE: scores(0.1, 0.95, None)},
@@ -19,7 +19,7 @@ def test_points_are_drawn_where_their_scores_put_them():
     box = frame(SWEEP)
     for method, colour in zip(SWEEP["curves"], CURVE_COLOURS):
         for s in SWEEP["curves"][method].values():
-            x, y = box.at(s["prompt"]["all"], s["identity"])
+            x, y = box.at(s["prompt"]["share"], s["identity"])
             assert image.getpixel((round(x), round(y))) == colour, (method, s)
     x, y = box.at(0.9, 0.2)  # the oracle text's square: its error bars cross at its centre
     assert image.getpixel((round(x), round(y))) == POINT_COLOURS[1]
