@@ -30,6 +30,7 @@ from .comfy_runtime import load_host
 from .identity import DOMAINS
 from .grounding import GroundedImages, caption_slots
 from .grounding_loss import GroundingLoss, PooledRegions
+from .look_gap import LookGap, look_gap_rows
 from .progress import progress_bar
 from .unet_training import UNetTrainConfig, encode_captions, train_unet
 from .vae_training import VaeTrainConfig, new_taesd, raw_latents, reconstruction_error, train_taesd
@@ -124,20 +125,22 @@ def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseCon
     report["latents"] = {"mean": float(latents.mean()), "std": float(latents.std()),
                          "seconds": round(time.perf_counter() - started, 1)}
 
+    look_gap = new_look_gap(vae, model, clip) if config.unet.look_gap_every else None
     grounding = None
     if config.unet.grounding_weight > 0:
         grounding = grounding_loss(clip, patcher, unique, captions, grounded, config.unet.grounding_cap)
 
     started = time.perf_counter()
     with progress_bar(bar, config.unet.steps, "base: UNet") as progress:
-        losses = train_unet(model, latents, caption_ids, conds, index[""], config.unet, progress, grounding)
+        losses = train_unet(model, latents, caption_ids, conds, index[""], config.unet, progress, grounding, look_gap)
     denoising, terms = losses["denoising"], losses["grounding"]
     report["unet"] = {"seconds": round(time.perf_counter() - started, 1),
                       "loss_first_100": round(float(np.mean(denoising[:100])), 4),
                       "loss_last_100": round(float(np.mean(denoising[-100:])), 4),
                       "grounding_first_100": round(float(np.mean(terms[:100])), 4) if terms else None,
                       "grounding_last_100": round(float(np.mean(terms[-100:])), 4) if terms else None,
-                      "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
+                      "parameters": sum(p.numel() for p in model.diffusion_model.parameters()),
+                      "look_gap": losses["look_gap"]}
 
     checkpoint = save_file(checkpoint_state(model, clip.get_sd(), vae.state_dict()),
                            models_dir / "checkpoints" / CHECKPOINT_NAME,
@@ -165,6 +168,15 @@ def grounding_loss(clip, patcher, unique: list[str], captions: list[str], ground
                                  "ground each image from the source its caption was written from")
     tokens, regions = caption_slots(clip, unique, [phrases_of.get(text, []) if text else [] for text in unique])
     return GroundingLoss(tokens, regions, PooledRegions(grounded.masks), cap, patcher)
+
+
+def new_look_gap(vae, model, clip) -> LookGap:
+    """The look gap's fixed rows (``look_gap.py``) as the UNet takes them: latents through this VAE,
+    right and wrong captions through this text encoder."""
+    rows = look_gap_rows()
+    latents = model.process_latent_in(raw_to_vae_latent(vae, raw_latents(vae, np.stack([r.image for r in rows]))))
+    return LookGap(latents, encode_captions(clip, [r.right for r in rows]), encode_captions(clip, [r.wrong for r in rows]),
+                   [r.factor for r in rows])
 
 
 def raw_to_vae_latent(vae, raw: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,7 @@ PRESETS = {
                                      scene_fit=FitConfig(epochs=1)),
         vae=VaeTrainConfig(steps=3, batch=4),
         clip=ClipTrainConfig(steps=2, batch=8, warmup=1, same_scene=1),
-        base=BaseConfig(unet=UNetTrainConfig(steps=3, batch=4, warmup=1, grounding_from=1)),
+        base=BaseConfig(unet=UNetTrainConfig(steps=3, batch=4, warmup=1, grounding_from=1, look_gap_every=2)),
         encoders=EncoderStageConfig(steps=2, batch=4, warmup=1, validation_ids=2, num_tokens=2, width=32, depth=1,
                                     heads=2, dim_head=16),
         oracles=OracleConfig(renders=2, steps=2, batch=1, ids_per_domain=1, heldout_renders=1, heldout_draws=1),

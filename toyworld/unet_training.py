@@ -37,6 +37,7 @@ class UNetTrainConfig:
     grounding_cap: float = 0.25  # a word's mean share inside its region beyond which it is not pulled further
     grounding_from: int = 2000  # the step from which the grounding loss is added (0: from the start)
     min_snr_gamma: float = 5.0  # each row's eps loss weighted by min(SNR, gamma) / SNR; 0: unweighted
+    look_gap_every: int = 500  # steps between look-gap measurements (look_gap.py), also after the last; 0: never
 
 
 def min_snr_weights(sigma: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -83,15 +84,17 @@ def _lr_lambda(config: UNetTrainConfig):
 
 
 def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: torch.Tensor, empty_id: int,
-               config: UNetTrainConfig, progress=None, grounding=None) -> dict[str, list[float]]:
+               config: UNetTrainConfig, progress=None, grounding=None, look_gap=None) -> dict:
     """Train ``model.diffusion_model`` in place (ends holding the EMA weights).
 
     latents: [N, 4, h, w] as the model takes them (``process_latent_in`` applied); caption_ids: [N]
     rows of ``conds`` [U, 77, width]; ``empty_id``: the row of "" (caption dropout). ``grounding``:
     a ``GroundingLoss`` over the same images and caption rows, required when
     ``config.grounding_weight`` > 0.
+    ``look_gap``: a ``look_gap.LookGap``, measured on the trained weights every ``look_gap_every`` steps and
+    after the last (on the EMA weights).
     Returns {"denoising": the (min-SNR-weighted) denoising loss of every step, "grounding": the grounding term of
-    every step from ``grounding_from`` on (unweighted)}.
+    every step from ``grounding_from`` on (unweighted), "look_gap": {step: {factor: %}}}.
     """
     from ..training.loss import denoising_losses
     from .errors import GroundingError
@@ -106,7 +109,7 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
     sampling = model.model_sampling
     gen = torch.Generator().manual_seed(config.seed)
-    losses, grounding_terms = [], []
+    losses, grounding_terms, gaps = [], [], {}
     for step in range(config.steps):
         idx = torch.randint(0, len(latents), (config.batch,), generator=gen)
         x0 = latents[idx]
@@ -139,6 +142,8 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         losses.append(float(loss.detach()))
+        if look_gap is not None and config.look_gap_every and (step + 1) % config.look_gap_every == 0:
+            gaps[str(step + 1)] = look_gap(model)
         if progress is not None:
             progress.update(1)
             shown = {"loss": f"{sum(losses[-50:]) / len(losses[-50:]):.4f}"}
@@ -149,4 +154,6 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
         for p, e in zip(params, ema):
             p.copy_(e)
     net.eval().requires_grad_(False)
-    return {"denoising": losses, "grounding": grounding_terms}
+    if look_gap is not None:
+        gaps["ema"] = look_gap(model)
+    return {"denoising": losses, "grounding": grounding_terms, "look_gap": gaps}

@@ -49,6 +49,9 @@ def test_base_checkpoint_loads_in_comfyui_with_normalised_latents(smoke):
 
     report = json.loads((smoke / "base" / "base_report.json").read_text())
     assert abs(report["latents"]["mean"]) < 1e-3 and abs(report["latents"]["std"] - 1) < 1e-3
+    gaps = report["unet"]["look_gap"]  # every look_gap_every (2) steps and on the EMA weights
+    assert list(gaps) == ["2", "ema"] and set(gaps["ema"]) == {"shirt", "expression", "hat", "accessory", "pose"}
+    assert all(abs(v) < 1e4 for g in gaps.values() for v in g.values())
     model, clip, vae = load_checkpoint(smoke / "weights" / BASE_FILES["checkpoint"])
     assert type(model.model.model_config).__name__ == "ToyWorldSD15"
     cond = clip.encode_from_tokens(clip.tokenize("a photo of a dog in the snow, on the left"))
