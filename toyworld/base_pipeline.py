@@ -114,8 +114,7 @@ def build_base(images: np.ndarray, captions: list[str], out_dir, config: BaseCon
     model = patcher.model
 
     started = time.perf_counter()
-    # raw latents -> what the VAE node outputs (TAESD's own scale/shift) -> what the UNet takes
-    latents = model.process_latent_in(raw_to_vae_latent(vae, raw_latents(vae, images)))
+    latents = unet_latents(vae, model, images)
     unique = sorted(set(captions))
     if "" not in unique:
         unique.append("")
@@ -174,9 +173,14 @@ def new_look_gap(vae, model, clip) -> LookGap:
     """The look gap's fixed rows (``look_gap.py``) as the UNet takes them: latents through this VAE,
     right and wrong captions through this text encoder."""
     rows = look_gap_rows()
-    latents = model.process_latent_in(raw_to_vae_latent(vae, raw_latents(vae, np.stack([r.image for r in rows]))))
-    return LookGap(latents, encode_captions(clip, [r.right for r in rows]), encode_captions(clip, [r.wrong for r in rows]),
+    return LookGap(unet_latents(vae, model, np.stack([r.image for r in rows])), encode_captions(clip, [r.right for r in rows]), encode_captions(clip, [r.wrong for r in rows]),
                    [r.factor for r in rows])
+
+
+def unet_latents(vae, model, images: np.ndarray) -> torch.Tensor:
+    """uint8 images [N, H, W, 3] as the UNet takes them: raw encoder output -> what the VAE node outputs
+    (TAESD's own scale/shift) -> ``process_latent_in``."""
+    return model.process_latent_in(raw_to_vae_latent(vae, raw_latents(vae, images)))
 
 
 def raw_to_vae_latent(vae, raw: torch.Tensor) -> torch.Tensor:

@@ -89,9 +89,9 @@ class LookGap:
 
     @staticmethod
     def _errors(model, x0, noise, cond, t: int) -> torch.Tensor:
-        sampling = model.model_sampling
-        sigma = sampling.sigma(torch.full((len(x0),), t)).float()
-        x = sampling.noise_scaling(sigma, noise, x0)
-        denoised = model.apply_model(x, sigma, c_crossattn=cond)
-        eps = (x - denoised.float()) / sigma.reshape(-1, 1, 1, 1)
-        return ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+        """Each row's eps error at timestep ``t``: the trainer's forward process and loss."""
+        from ..training.loss import denoising_losses, noisy_input
+
+        sigma = model.model_sampling.sigma(torch.full((len(x0),), t)).float()
+        x = noisy_input(model.model_sampling, sigma, noise, x0)
+        return denoising_losses("eps", sigma, x, model.apply_model(x, sigma, c_crossattn=cond), x0)
