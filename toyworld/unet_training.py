@@ -99,6 +99,9 @@ def train_unet(model, latents: torch.Tensor, caption_ids: torch.Tensor, conds: t
     from ..training.loss import denoising_losses
     from .errors import GroundingError
 
+    if isinstance(config.look_gap_every, bool) or not isinstance(config.look_gap_every, int) or config.look_gap_every < 0:
+        raise ValueError(f"UNetTrainConfig.look_gap_every is {config.look_gap_every!r}; give the steps between "
+                         "look-gap measurements as an integer >= 0 (0: never)")
     if config.grounding_weight > 0 and grounding is None:
         raise GroundingError("grounding_weight > 0 but no grounding loss was given: pass grounding= "
                              "(base_pipeline builds it from the images' masks), or set grounding_weight=0")

@@ -33,3 +33,12 @@ def test_min_snr_weights_are_min_snr_gamma_over_snr_for_eps():
     assert torch.equal(min_snr_weights(sigma, 0.0), torch.ones(5))
     with pytest.raises(ValueError, match="min_snr_gamma"):
         min_snr_weights(sigma, -1.0)
+
+
+@pytest.mark.parametrize("every", [-1, 2.5, True])
+def test_a_look_gap_interval_that_is_not_a_count_of_steps_names_the_fix(every):
+    from nested_attention.toyworld.unet_training import UNetTrainConfig, train_unet
+
+    with pytest.raises(ValueError, match=r"look_gap_every is .*integer >= 0 \(0: never\)"):
+        train_unet(None, torch.zeros(1, 4, 8, 8), torch.zeros(1, dtype=torch.long), torch.zeros(1, 77, 64), 0,
+                   UNetTrainConfig(steps=1, grounding_weight=0.0, look_gap_every=every))
