@@ -101,7 +101,7 @@ def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
     ``look_captions`` (required with ``config.look_term``): each image's caption naming its look too. The
     loss is then the mean of two InfoNCE terms on the same images: captions without the look (the
     look would tell a batch's images apart without the identity, so this term keeps the identity the
-    thing to learn) and captions with it (the text tower learns the look's words, "red shirt", "top
+    thing to learn) and captions with it (the text tower learns the look's words, "orange shirt", "top
     hat", as a real CLIP knows them; trained without them, the base UNet read them as noise, or
     read "red" of "red shirt" as the background's colour)."""
     if config.look_term and (look_captions is None or len(look_captions) != len(captions)):

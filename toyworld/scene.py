@@ -135,7 +135,7 @@ def parse_caption(text: str) -> tuple[str, Scene]:
     match = _CAPTION.fullmatch(text.strip())
     if match is None:
         raise SceneError(f"caption {text!r} is not a toy-world one-subject caption, e.g. "
-                         f"{caption('person', Scene(shirt='red'))!r}")
+                         f"{caption('person', Scene(shirt=LOOK_FACTORS['person']['shirt'][0]))!r}")
     groups = match.groupdict()
     subject = groups.pop("subject")
     domain = next(d for d, word in CLASS_WORDS.items() if word == subject)

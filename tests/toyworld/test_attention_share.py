@@ -141,7 +141,7 @@ def test_a_subject_region_group_is_its_class_word_when_the_caption_also_names_lo
     from nested_attention.toyworld.scene import caption, caption_two
 
     _, clip, _ = base
-    scene = Scene("snow", "left", shirt="red", hat="top_hat", accessory="bow", pose="sitting")
+    scene = Scene("snow", "left", shirt="orange", hat="top_hat", accessory="bow", pose="sitting")
     one = scene.for_domain("person")
     _, groups = prompt_groups(clip, caption("person", one), grounded_phrases(("person",), one))
     person = next(k for k in groups if k.endswith(":person"))
