@@ -220,9 +220,7 @@ def load_scorer(path) -> Union[IdentityNet, SceneNet]:
     net_class, config_class = KINDS[kind]
     config = _config_from_json(config_class, metadata.get("config", "{}"))
     if kind == "scene" and tuple(config.heads) != scene_heads():
-        missing = sorted({name for name, _ in scene_heads()} - {name for name, _ in config.heads})
-        raise ScorerError(f"{path} is a scene model of another head layout (heads {[n for n, _ in config.heads]}; "
-                          f"missing the look heads {missing}): the second edition's scene model has no look heads. "
+        raise ScorerError(f"{path} is a scene model of another head layout ({_head_difference(dict(config.heads))}). "
                           "Retrain it: `python -m nested_attention.toyworld experiment OUT_DIR --stages scorers` "
                           "(or `train-scorers OUT_DIR`)")
     model = net_class(config)
@@ -231,6 +229,19 @@ def load_scorer(path) -> Union[IdentityNet, SceneNet]:
     except RuntimeError as err:
         raise ScorerError(f"{path}: weights do not match their config ({err})") from None
     return model.eval()
+
+
+def _head_difference(saved: dict) -> str:
+    """How a saved scene model's heads {factor: values} differ from this code's."""
+    wanted = dict(scene_heads())
+    missing = [name for name in wanted if name not in saved]
+    if missing:
+        return f"no heads for {missing}: the second edition's scene model has no look heads"
+    sizes = [f"{name}: {saved[name]} values in the file, {count} in this code" for name, count in wanted.items()
+             if saved[name] != count]
+    extra = [name for name in saved if name not in wanted]
+    return "; ".join(sizes + ([f"heads this code does not score: {extra}"] if extra else []) or
+                     [f"heads in another order: {list(saved)}"]) + "; a model trained before the world's values changed"
 
 
 def _config_from_json(config_class, text: str):

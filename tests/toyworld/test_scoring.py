@@ -203,6 +203,13 @@ def test_a_second_edition_scene_model_is_refused_with_the_reason(tmp_path):
         load_scorer(save_scorer(old, tmp_path / "scene.safetensors"))
 
 
+def test_a_scene_model_of_an_older_palette_is_refused_naming_the_head_that_changed(tmp_path):
+    """Run 10's scene model (nine shirt colours) was refused as a 'second edition' model missing no head."""
+    heads = tuple((name, 9 if name == "shirt" else count) for name, count in scene_heads())
+    with pytest.raises(ScorerError, match=r"shirt: 9 values in the file, 4 in this code.*--stages scorers"):
+        load_scorer(save_scorer(SceneNet(SceneNetConfig(heads=heads)), tmp_path / "scene.safetensors"))
+
+
 def test_scene_accuracy_needs_one_scene_per_image():
     scene = SceneNet(SceneNetConfig())
     with pytest.raises(ScorerError, match="one scene per image"):
