@@ -103,7 +103,7 @@ def train_clip(images: np.ndarray, captions: list[str], scenes: list, vocabulary
     look would tell a batch's images apart without the identity, so this term keeps the identity the
     thing to learn) and captions with it (the text tower learns the look's words, "orange shirt", "top
     hat", as a real CLIP knows them; trained without them, the base UNet read them as noise, or
-    read "red" of "red shirt" as the background's colour)."""
+    read the colour of a shirt as the background's)."""
     if config.look_term and (look_captions is None or len(look_captions) != len(captions)):
         have = "none" if look_captions is None else len(look_captions)
         raise ValueError(f"look_term needs one caption naming the look per image ({have} given for {len(captions)} "

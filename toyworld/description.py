@@ -9,7 +9,7 @@ stands in a scene caption, so the class word (the subject word of nested attenti
     "a watercolor painting of a person with ..., in the snow, on the left"
 
 The look factors the scene names (``look.py``) stand as in ``scene.caption``, the suffix phrases
-after the attributes: "a photo of a smiling person with ..., in a red shirt wearing a cap, in the snow, on the left".
+after the attributes: "a photo of a smiling person with ..., in an orange shirt wearing a cap, in the snow, on the left".
 """
 from __future__ import annotations
 

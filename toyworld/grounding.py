@@ -5,7 +5,7 @@ source says which of its words name a region of the image:
 
 * the class word of each subject ("person", "dog") -> that subject's mask: region ``subject`` in a
   one-subject image, ``person`` / ``pet`` in a two-subject one;
-* the content words of each look value the caption names ("red shirt", "top hat", "smiling",
+* the content words of each look value the caption names ("orange shirt", "top hat", "smiling",
   "party hat", "sitting") -> that subject's mask (a named absence, "without a hat", draws nothing);
 * the background phrase's content words ("snow", "night", "beach", "forest"; "red background" ...)
   -> region ``background``: everything outside every subject's mask.
@@ -44,8 +44,8 @@ def background_phrase(background: str) -> str:
 
 
 def look_phrases(domain: str, scene: Scene) -> list[str]:
-    """The content words of each look value the caption names for ``domain``'s subject ("in a red shirt"
-    -> "red shirt", "wearing a top hat" -> "top hat", "smiling"), grounded to that subject's mask. A
+    """The content words of each look value the caption names for ``domain``'s subject ("in an orange shirt"
+    -> "orange shirt", "wearing a top hat" -> "top hat", "smiling"), grounded to that subject's mask. A
     named absence ("without a hat") draws nothing and is not grounded."""
     return [" ".join(_content_words(LOOK_WORDS[domain][factor][value]))
             for factor, value in named_look(domain, scene).items() if value != "none"]

@@ -3,7 +3,7 @@
 Look factors are not identity: a person's shirt colour, expression and hat (an identity never
 carries one), a dog's accessory and pose. Each value has exactly one caption phrase (like
 ``scene.BACKGROUND_WORDS``); a prefix phrase stands before the class word ("a smiling person"),
-a suffix phrase after it ("a person in a red shirt wearing a cap"). A scene that does not name a
+a suffix phrase after it ("a person in an orange shirt wearing a cap"). A scene that does not name a
 factor (None) leaves it to the variation seed; ``realised_look`` says what a render shows.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def named_look(domain: str, scene) -> dict[str, str]:
 
 
 def subject_phrase(domain: str, scene, class_word: str) -> str:
-    """'smiling person in a red shirt wearing a cap', 'standing dog wearing a bow', 'person' ..."""
+    """'smiling person in an orange shirt wearing a cap', 'standing dog wearing a bow', 'person' ..."""
     named = named_look(domain, scene)
     before = [LOOK_WORDS[domain][f][named[f]] for f in PREFIX_FACTORS if f in named]
     after = [LOOK_WORDS[domain][f][named[f]] for f in SUFFIX_FACTORS if f in named]

@@ -2,7 +2,7 @@
 
 A caption names the subject by its domain's class word and every scene factor by a fixed phrase:
 "a close-up pencil drawing of a dog in the snow, on the left"; a look factor the scene names
-(``look.py``) is phrased around the class word: "a photo of a smiling person in a red shirt wearing
+(``look.py``) is phrased around the class word: "a photo of a smiling person in an orange shirt wearing
 a cap in the snow, on the left". Each value has exactly one phrase (``BACKGROUND_WORDS`` ...,
 ``look.LOOK_WORDS``), so a caption parses back into its scene (``parse_caption``).
 """

@@ -231,9 +231,9 @@ def test_the_toy_clip_reads_captions_and_groups_without_the_look():
     from nested_attention.toyworld.experiment import described_captions
     from nested_attention.toyworld.scene import Scene
 
-    scene = Scene("snow", "left", "full", "photo", shirt="red", expression="smile", hat="cap")
+    scene = Scene("snow", "left", "full", "photo", shirt="orange", expression="smile", hat="cap")
     manifest = [{"domain": "person", "identity_id": 3, "scene": asdict(scene), "file": "x.png"}]
     with_look, without = described_captions(manifest)[0], described_captions(manifest, look=False)[0]
-    assert "wearing a cap" in with_look and "red shirt" in with_look
+    assert "wearing a cap" in with_look and "orange shirt" in with_look
     assert "cap" not in without and "shirt" not in without and "smiling" not in without and "snow" in without
     assert scene.without_look() == Scene("snow", "left", "full", "photo")
