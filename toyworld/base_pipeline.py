@@ -173,7 +173,8 @@ def new_look_gap(vae, model, clip) -> LookGap:
     """The look gap's fixed rows (``look_gap.py``) as the UNet takes them: latents through this VAE,
     right and wrong captions through this text encoder."""
     rows = look_gap_rows()
-    return LookGap(unet_latents(vae, model, np.stack([r.image for r in rows])), encode_captions(clip, [r.right for r in rows]), encode_captions(clip, [r.wrong for r in rows]),
+    return LookGap(unet_latents(vae, model, np.stack([r.image for r in rows])),
+                   encode_captions(clip, [r.right for r in rows]), encode_captions(clip, [r.wrong for r in rows]),
                    [r.factor for r in rows])
 
 

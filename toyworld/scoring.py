@@ -237,11 +237,11 @@ def _head_difference(saved: dict) -> str:
     missing = [name for name in wanted if name not in saved]
     if missing:
         return f"no heads for {missing}: the second edition's scene model has no look heads"
-    sizes = [f"{name}: {saved[name]} values in the file, {count} in this code" for name, count in wanted.items()
-             if saved[name] != count]
-    extra = [name for name in saved if name not in wanted]
-    return "; ".join(sizes + ([f"heads this code does not score: {extra}"] if extra else []) or
-                     [f"heads in another order: {list(saved)}"]) + "; a model trained before the world's values changed"
+    changed = [f"{name}: {saved[name]} values in the file, {count} in this code" for name, count in wanted.items()
+               if saved[name] != count]
+    changed += [f"{name}: a head this code does not score" for name in saved if name not in wanted]
+    changed = changed or [f"heads in another order: {list(saved)}"]
+    return "; ".join(changed) + "; a model trained before the world's values changed"
 
 
 def _config_from_json(config_class, text: str):

@@ -34,7 +34,8 @@ FULL_SCORERS_ENV = "TOYWORLD_FULL_SCORERS"
 FULL_BARS = {"roc_auc": 0.97, "top1_retrieval": 0.6, "scene_factor": 0.95}
 # Bars of the full scene model's look heads, on the renders whose framing shows the factor. The third
 # edition's first full run (scorers stage, 2026-12-04) measured shirt 0.97, hat 0.95, accessory 0.94,
-# pose 0.72 and expression 0.61 on 60 held-out identities per domain (chance then 1/9: nine shirt colours; four since run 11):
+# pose 0.72 and expression 0.61 on 60 held-out identities per domain (chance then 1/9, 1/3, 1/3,
+# 1/3, 1/3; the shirt has four colours since run 11, chance 1/4):
 # the 64 px mouth and a dog's pose are a few pixels, so those two scores are coarse (README).
 LOOK_FULL_BARS = {"shirt": 0.9, "hat": 0.9, "accessory": 0.9, "pose": 0.6, "expression": 0.5}
 # Smoke bars of the look heads on full-framing photos (measured, seed 0, one thread: shirt 0.93, hat 0.85,
