@@ -114,7 +114,7 @@ bench-memory: setup
 	$(PY) -m nested_attention.benchmarks.train_memory
 
 toyworld: setup
-	$(PY) -m nested_attention.toyworld experiment toyworld_run --jobs 3 --update-repository
+	$(PY) -m nested_attention.toyworld experiment toyworld_run --jobs 2 --update-repository
 
 toyworld-eval: setup
 	$(PY) -m nested_attention.toyworld evaluate toyworld_eval
