@@ -1,8 +1,8 @@
 """Files say what they are: each format's own version, a reader for every earlier one, the recorded method.
 
 Version 1 files are written here as version 1 wrote them (the version-2 layout without ``method``,
-``format_version`` "1"). The toy world's committed files, written by version 1, are read in
-``tests/toyworld/test_committed_files.py``.
+``format_version`` "1"), as the toy world's second-edition files were (its third edition's files are
+of the current versions: ``tests/toyworld/test_committed_files.py``).
 """
 import pytest
 import torch
