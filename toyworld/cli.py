@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--jobs", type=int, default=1,
                             help="stages run at once, each in its own process as soon as the stages it builds on "
                                  "are done (scorers, vae and clip side by side); 1: one after another in this "
-                                 "process (default: 1; `make toyworld` uses 3)")
+                                 "process (default: 1; `make toyworld` uses 2)")
     experiment.add_argument("--update-repository", action="store_true",
                             help="finally copy the published weights to toyworld/weights and the results to "
                                  "docs/toyworld (what gets committed)")

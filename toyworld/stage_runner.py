@@ -1,9 +1,11 @@
 """The experiment's stages as separate processes, each started as soon as the stages it builds on are done.
 
-``experiment.REQUIRES`` is a DAG: scorers need nothing, vae and clip need only the data, so on two
-cores data + scorers, then scorers + vae + clip run side by side (the full run's slowest stretch,
-~29 min instead of ~60). A stage started while others run gets one torch thread; a stage started
-alone gets every core. Each stage writes its log to ``OUT_DIR/logs/<stage>.log``; when one fails, the
+``experiment.REQUIRES`` is a DAG: scorers need nothing, vae and clip need only the data. With
+``--jobs 2`` (``make toyworld``, two cores) data + scorers run side by side, then vae beside the
+scorers and, once they are done, beside clip (run 12: 24 min from the start to the base's; the four
+stages' one-thread times add up to 44 min); ``--jobs 3`` also runs scorers, vae and clip at once
+(three processes). A stage started while others run gets one torch thread; a stage started alone
+gets every core. Each stage writes its log to ``OUT_DIR/logs/<stage>.log``; when one fails, the
 others are stopped and the error names the stage and its log. Finished stages (stamped) are skipped,
 as in the sequential run.
 """
